@@ -1,0 +1,196 @@
+"""Every setting of the agent, read and validated in one place: the INI file, then JIBRI_AGENT_* overrides."""
+
+from __future__ import annotations
+
+import configparser
+import math
+import os
+import re
+import shlex
+from dataclasses import dataclass
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from agent.log import LEVELS
+
+T = TypeVar("T")
+
+DEFAULT_CONFIG_PATH = "/etc/jibri-agent/agent.ini"
+SECTION = "agent"
+ENV_PREFIX = "JIBRI_AGENT_"
+# The control plane calls a recorder stale after 90 s without a report; one lost report must not make it stale.
+MAX_REPORT_INTERVAL_SECONDS = 40.0
+
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names it and what it expects."""
+
+    def __init__(self, key: str, expected: str, value: str | None = None) -> None:
+        shown = "missing" if value is None else f"{value!r}"
+        super().__init__(f"{key} is {shown}; expected {expected}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    api_url: str
+    imds_url: str = "http://169.254.169.254"
+    region: str | None = None
+    asg_name: str | None = None
+    aws_endpoint_url: str | None = None
+    jibri_health_url: str = "http://127.0.0.1:2222/jibri/api/v1.0/health"
+    jibri_internal_url: str = "http://127.0.0.1:3333/jibri/api/internal/v1.0"
+    webhook_listen: str = "127.0.0.1:8787"
+    poll_interval_seconds: float = 5.0
+    report_interval_seconds: float = 30.0
+    request_timeout_seconds: float = 5.0
+    jibri_start_command: tuple[str, ...] = ("systemctl", "start", "jibri")
+    log_level: str = "INFO"
+
+    @property
+    def webhook_address(self) -> tuple[str, int]:
+        host, _, port = self.webhook_listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+KEYS = tuple(AgentConfig.__dataclass_fields__)
+
+
+def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
+    """Read the INI file (an explicit path must exist; the default may be absent) and apply env overrides."""
+    env = os.environ if environ is None else environ
+    values = _read_ini(path)
+    for key in KEYS:
+        override = env.get(ENV_PREFIX + key.upper())
+        if override is not None:
+            values[key] = override
+    return parse_config(values)
+
+
+def parse_config(values: Mapping[str, str]) -> AgentConfig:
+    unknown = sorted(set(values) - set(KEYS))
+    if unknown:
+        raise ConfigError(unknown[0], f"no such setting; known settings: {', '.join(KEYS)}", values[unknown[0]])
+    reader = _Reader(values)
+    defaults = AgentConfig(api_url="http://unused")
+    return AgentConfig(
+        api_url=reader.required("api_url", _http_url, "an http(s) URL of the control plane API, e.g. https://x/api"),
+        imds_url=reader.optional("imds_url", _http_url, "an http(s) URL of the instance metadata service")
+        or defaults.imds_url,
+        region=reader.optional("region", _matching(_REGION), "an AWS region name such as us-east-1"),
+        asg_name=reader.optional("asg_name", _matching(_ASG_NAME), "an Auto Scaling group name"),
+        aws_endpoint_url=reader.optional("aws_endpoint_url", _http_url, "an http(s) URL of an AWS endpoint"),
+        jibri_health_url=reader.optional("jibri_health_url", _http_url, "the http(s) URL of Jibri's health API")
+        or defaults.jibri_health_url,
+        jibri_internal_url=(
+            reader.optional("jibri_internal_url", _http_url, "the http(s) base URL of Jibri's internal API")
+            or defaults.jibri_internal_url
+        ).rstrip("/"),
+        webhook_listen=reader.optional("webhook_listen", _listen, "HOST:PORT to listen on, e.g. 127.0.0.1:8787")
+        or defaults.webhook_listen,
+        poll_interval_seconds=reader.number("poll_interval_seconds", defaults.poll_interval_seconds, 0.05, 300),
+        report_interval_seconds=reader.number(
+            "report_interval_seconds", defaults.report_interval_seconds, 0.05, MAX_REPORT_INTERVAL_SECONDS
+        ),
+        request_timeout_seconds=reader.number("request_timeout_seconds", defaults.request_timeout_seconds, 0.1, 60),
+        jibri_start_command=reader.optional("jibri_start_command", _command, "a command line, e.g. systemctl start jibri")
+        or defaults.jibri_start_command,
+        log_level=reader.optional("log_level", _level, f"one of {', '.join(LEVELS)}") or defaults.log_level,
+    )
+
+
+def _read_ini(path: str | None) -> dict[str, str]:
+    chosen = path or DEFAULT_CONFIG_PATH
+    if not os.path.exists(chosen):
+        if path is not None:
+            raise ConfigError("config", "the path of a readable INI file with an [agent] section", chosen)
+        return {}
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(chosen, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError("config", f"a readable INI file with an [agent] section ({exc})", chosen) from None
+    if not parser.has_section(SECTION):
+        raise ConfigError("config", f"an INI file with an [{SECTION}] section", chosen)
+    return dict(parser.items(SECTION))
+
+
+class _Reader:
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def _raw(self, key: str) -> str | None:
+        value = self._values.get(key)
+        if value is None or not value.strip():
+            return None
+        return value.strip()
+
+    def required(self, key: str, convert: Callable[[str], T | None], expected: str) -> T:
+        found = self.optional(key, convert, expected)
+        if found is None:
+            raise ConfigError(key, expected)
+        return found
+
+    def optional(self, key: str, convert: Callable[[str], T | None], expected: str) -> T | None:
+        raw = self._raw(key)
+        if raw is None:
+            return None
+        converted = convert(raw)
+        if converted is None:
+            raise ConfigError(key, expected, raw)
+        return converted
+
+    def number(self, key: str, default: float, low: float, high: float) -> float:
+        expected = f"a number of seconds from {low:g} to {high:g}"
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(key, expected, raw) from None
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ConfigError(key, expected, raw)
+        return value
+
+
+def _http_url(raw: str) -> str | None:
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        return None
+    netloc = parts.netloc
+    # SigV4 signs the host without a default port while urllib sends the netloc as written: keep them equal.
+    if (parts.scheme, port) in (("http", 80), ("https", 443)):
+        netloc = netloc.rsplit(":", 1)[0]
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
+    return lambda raw: raw if pattern.match(raw) else None
+
+
+def _listen(raw: str) -> str | None:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        return None
+    return raw
+
+
+def _command(raw: str) -> tuple[str, ...] | None:
+    try:
+        words = tuple(shlex.split(raw))
+    except ValueError:
+        return None
+    return words or None
+
+
+def _level(raw: str) -> str | None:
+    return raw.upper() if raw.upper() in LEVELS else None

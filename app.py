@@ -1,0 +1,56 @@
+"""Jibri pool autoscaler: routes and event handlers. Wiring only; the domain is in chalicelib."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer
+from chalice.app import Request
+
+from chalicelib import observability
+from chalicelib.http import json_errors, read_json
+from chalicelib.identity import caller_from_context, require_agent_for
+from chalicelib.pool import pool_view
+from chalicelib.runtime import Runtime
+from chalicelib.status import parse_report
+
+app = Chalice(app_name="jibri-autoscaler")
+runtime = Runtime()
+iam = IAMAuthorizer()
+
+app.register_middleware(json_errors, "http")
+app.register_middleware(
+    ConvertToMiddleware(
+        observability.logger.inject_lambda_context(
+            correlation_id_path=correlation_paths.API_GATEWAY_REST, clear_state=True
+        )
+    ),
+    "http",
+)
+app.register_middleware(ConvertToMiddleware(observability.metrics.log_metrics), "all")
+
+
+@app.route("/v1/recorders/{instance_id}/status", methods=["POST"], authorizer=iam)
+def report_status(instance_id: str) -> dict[str, Any]:
+    request = _request()
+    require_agent_for(caller_from_context(request.context), runtime.settings.agent_role_name, instance_id)
+    report = parse_report(read_json(request, runtime.settings.max_body_bytes), runtime.clock.now())
+    reply = runtime.status_service().apply(instance_id, report)
+    observability.record_report(reply.applied)
+    return reply.body()
+
+
+@app.route("/v1/pool", methods=["GET"], authorizer=iam)
+def get_pool() -> dict[str, Any]:
+    request = _request()
+    caller_from_context(request.context)
+    settings = runtime.settings
+    now = runtime.clock.now()
+    return pool_view(runtime.registry, runtime.autoscaling, now, settings.heartbeat_stale_seconds, request.query_params)
+
+
+def _request() -> Request:
+    request = app.current_request
+    assert request is not None, "routes run with a current request"
+    return request

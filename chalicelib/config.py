@@ -1,0 +1,110 @@
+"""Every setting of the control plane, read and validated in one place.
+
+Lambdas, the bootstrap command, the local stack and the demo all build their
+settings here, so a name means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
+_ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
+_ROLE_NAME = re.compile(r"^[\w+=,.@\-]{1,64}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_TOPIC_ARN = re.compile(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}$")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it and what it expects."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    asg_name: str
+    agent_role_name: str
+    pool_name: str
+    heartbeat_stale_seconds: int = 90
+    recordings_bucket: str | None = None
+    recording_ready_topic_arn: str | None = None
+    alerts_topic_arn: str | None = None
+    max_body_bytes: int = 65536
+    tombstone_days: int = 7
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        reader = _Reader(env)
+        asg_name = reader.required("ASG_NAME", _ASG_NAME, "an Auto Scaling group name")
+        settings = cls(
+            table_name=reader.required("TABLE_NAME", _NAME, "a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)"),
+            asg_name=asg_name,
+            agent_role_name=reader.required(
+                "AGENT_ROLE_NAME", _ROLE_NAME, "the IAM role name of the Jibri instances' profile"
+            ),
+            pool_name=reader.optional("POOL_NAME", _NAME, "a pool name (3-255 of A-Z a-z 0-9 _ . -)") or asg_name,
+            heartbeat_stale_seconds=reader.integer("HEARTBEAT_STALE_SECONDS", 90, minimum=10, maximum=3600),
+            recordings_bucket=reader.optional("RECORDINGS_BUCKET", _BUCKET, "an S3 bucket name"),
+            recording_ready_topic_arn=reader.optional(
+                "RECORDING_READY_TOPIC_ARN", _TOPIC_ARN, "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+            ),
+            alerts_topic_arn=reader.optional(
+                "ALERTS_TOPIC_ARN", _TOPIC_ARN, "an SNS topic ARN (arn:aws:sns:REGION:ACCOUNT:NAME)"
+            ),
+            max_body_bytes=reader.integer("MAX_BODY_BYTES", 65536, minimum=1024, maximum=6 * 1024 * 1024),
+            tombstone_days=reader.integer("TOMBSTONE_DAYS", 7, minimum=1, maximum=365),
+        )
+        reader.raise_if_errors()
+        return settings
+
+
+class _Reader:
+    """Collects every problem, so one error names all the variables to fix."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._errors: list[str] = []
+
+    def _check(self, name: str, value: str, pattern: re.Pattern[str], expects: str) -> str:
+        if not pattern.match(value):
+            self._errors.append(f"{name}={value!r} is invalid: expected {expects}")
+        return value
+
+    def required(self, name: str, pattern: re.Pattern[str], expects: str) -> str:
+        value = self._env.get(name, "").strip()
+        if not value:
+            self._errors.append(f"{name} is not set: expected {expects}")
+            return ""
+        return self._check(name, value, pattern, expects)
+
+    def optional(self, name: str, pattern: re.Pattern[str], expects: str) -> str | None:
+        value = self._env.get(name, "").strip()
+        return self._check(name, value, pattern, expects) if value else None
+
+    def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        return self._parse(name, default, int, f"a whole number from {minimum} to {maximum}", minimum, maximum)
+
+    def _parse(self, name: str, default: T, parse: Callable[[str], T], expects: str, minimum: T, maximum: T) -> T:
+        raw = self._env.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = parse(raw)
+        except ValueError:
+            self._errors.append(f"{name}={raw!r} is invalid: expected {expects}")
+            return default
+        if not (minimum <= value <= maximum):  # type: ignore[operator]
+            self._errors.append(f"{name}={raw!r} is out of range: expected {expects}")
+            return default
+        return value
+
+    def raise_if_errors(self) -> None:
+        if self._errors:
+            raise SettingsError("; ".join(self._errors))

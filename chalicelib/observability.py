@@ -1,0 +1,34 @@
+"""Structured logs and EMF metrics (Powertools), shared by every handler."""
+
+from __future__ import annotations
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from chalicelib.registry import Recorder
+
+# Not the Chalice app name: a logger named like the app would print every line twice.
+SERVICE = "jibri-pool"
+NAMESPACE = "JibriAutoscaler"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+
+def record_report(applied: bool) -> None:
+    metrics.add_metric(name="StatusReports", unit=MetricUnit.Count, value=1)
+    if not applied:
+        metrics.add_metric(name="StatusReportsIgnored", unit=MetricUnit.Count, value=1)
+
+
+def record_transition(before: Recorder | None, after: Recorder) -> None:
+    source = before.state.value if before else "new"
+    logger.info(
+        "recorder transition",
+        extra={"instance_id": after.instance_id, "from_state": source, "to_state": after.state.value},
+    )
+    with single_metric(
+        name="RecorderTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE
+    ) as metric:
+        metric.add_dimension(name="service", value=SERVICE)
+        metric.add_dimension(name="to_state", value=after.state.value)

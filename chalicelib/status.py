@@ -1,0 +1,186 @@
+"""The agent's status report: parsing, the state it leads to, and applying it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from chalicelib.autoscaling import AutoScaling
+from chalicelib.clock import Clock
+from chalicelib.errors import BadRequest, Forbidden, Gone
+from chalicelib.registry import LostRace, Recorder, Registry, transition
+from chalicelib.states import HOLDS_INSTANCE, RecorderState
+
+S = RecorderState
+BUSY_STATUSES = ("IDLE", "BUSY", "EXPIRED", "OFFLINE")
+HEALTH_STATUSES = ("HEALTHY", "UNHEALTHY")
+_FIELDS = {"busy_status", "health", "pending_uploads", "sent_at", "jibri"}
+# A report stamped further ahead than this would shadow every later one.
+MAX_CLOCK_SKEW_SECONDS = 300
+_MAX_SAVE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    busy_status: str
+    health: str
+    pending_uploads: int
+    sent_at: float
+    jibri: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StatusReply:
+    protect: bool
+    drain: bool
+    state: str
+    applied: bool
+
+    def body(self) -> dict[str, Any]:
+        return {"protect": self.protect, "drain": self.drain, "state": self.state}
+
+
+def parse_report(body: Any, now: float) -> StatusReport:
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with busy_status, health, pending_uploads and sent_at")
+    unknown = sorted(set(body) - _FIELDS)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}")
+    busy_status = _one_of(body, "busy_status", BUSY_STATUSES)
+    health = _one_of(body, "health", HEALTH_STATUSES)
+    pending = body.get("pending_uploads")
+    if isinstance(pending, bool) or not isinstance(pending, int) or not 0 <= pending <= 10_000:
+        raise BadRequest("pending_uploads must be a whole number from 0 to 10000")
+    sent_at = _timestamp(body.get("sent_at"))
+    if sent_at > now + MAX_CLOCK_SKEW_SECONDS:
+        raise BadRequest(
+            f"sent_at is more than {MAX_CLOCK_SKEW_SECONDS} s ahead of the control plane's clock;"
+            " check the instance's time sync"
+        )
+    jibri = body.get("jibri")
+    if jibri is not None and not isinstance(jibri, dict):
+        raise BadRequest("jibri must be the JSON object of Jibri's health endpoint, or null")
+    return StatusReport(busy_status=busy_status, health=health, pending_uploads=pending, sent_at=sent_at, jibri=jibri)
+
+
+def _one_of(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
+    value = body.get(name)
+    if value not in allowed:
+        shown = "missing" if value is None else repr(value)
+        raise BadRequest(f"{name} is {shown}; expected one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _timestamp(value: Any) -> float:
+    expects = "an ISO-8601 time with a zone, e.g. 2026-01-31T12:00:00Z"
+    if not isinstance(value, str) or len(value) > 40:
+        raise BadRequest(f"sent_at must be {expects}")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"sent_at {value!r} is not {expects}") from None
+    if parsed.tzinfo is None:
+        raise BadRequest(f"sent_at {value!r} has no zone; expected {expects}")
+    stamp = parsed.timestamp()
+    if not math.isfinite(stamp):
+        raise BadRequest(f"sent_at must be {expects}")
+    return stamp
+
+
+def next_state(current: RecorderState, report: StatusReport) -> RecorderState:
+    """Where a report moves a recorder. States owned by other flows are left alone."""
+    if current in (S.WARM, S.DRAINING, S.TERMINATING, S.TERMINATED):
+        # Draining ends by termination or by the evaluator withdrawing it, never by a report;
+        # a busy draining recorder stays draining and is held by its busy_status.
+        return current
+    if report.busy_status == "BUSY":
+        return S.BUSY
+    if report.busy_status == "IDLE" and report.health == "HEALTHY":
+        # A reservation ends with its lease or a BUSY report, not with IDLE.
+        return S.RESERVED if current is S.RESERVED else S.IDLE
+    if current is S.LAUNCHING and report.busy_status == "OFFLINE":
+        return S.LAUNCHING  # Jibri is still starting
+    return S.UNHEALTHY
+
+
+def must_protect(recorder: Recorder) -> bool:
+    return recorder.state in HOLDS_INSTANCE or recorder.busy_status == "BUSY" or recorder.pending_uploads > 0
+
+
+def must_drain(recorder: Recorder) -> bool:
+    return recorder.state in (S.DRAINING, S.TERMINATING)
+
+
+def reply_for(recorder: Recorder, applied: bool) -> StatusReply:
+    return StatusReply(
+        protect=must_protect(recorder), drain=must_drain(recorder), state=recorder.state.value, applied=applied
+    )
+
+
+class StatusService:
+    def __init__(
+        self,
+        registry: Registry,
+        autoscaling: AutoScaling,
+        clock: Clock,
+        on_transition: Callable[[Recorder | None, Recorder], None] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._autoscaling = autoscaling
+        self._clock = clock
+        self._on_transition = on_transition or (lambda before, after: None)
+
+    def apply(self, instance_id: str, report: StatusReport) -> StatusReply:
+        checked_membership = False
+        for _ in range(_MAX_SAVE_ATTEMPTS):
+            now = self._clock.now()
+            current = self._registry.get(instance_id)
+            if current is None:
+                if not checked_membership:
+                    if not self._autoscaling.is_member(instance_id):
+                        raise Forbidden(
+                            f"instance {instance_id} is not in Auto Scaling group {self._autoscaling.group_name}"
+                        )
+                    checked_membership = True
+                result = self._registry.create(self._new_recorder(instance_id, report, now))
+                if isinstance(result, LostRace):
+                    continue
+                self._on_transition(None, result.recorder)
+                return reply_for(result.recorder, applied=True)
+            if current.state is S.TERMINATED:
+                raise Gone(f"instance {instance_id} was terminated; its reports are no longer accepted")
+            if current.last_report_sent_at is not None and report.sent_at <= current.last_report_sent_at:
+                return reply_for(current, applied=False)
+            updated = transition(current, next_state(current.state, report), now, **_fields(report, now))
+            result = self._registry.save(current, updated)
+            if isinstance(result, LostRace):
+                continue
+            if updated.state is not current.state:
+                self._on_transition(current, result.recorder)
+            return reply_for(result.recorder, applied=True)
+        raise RuntimeError(f"recorder {instance_id} kept changing during {_MAX_SAVE_ATTEMPTS} attempts")
+
+    def _new_recorder(self, instance_id: str, report: StatusReport, now: float) -> Recorder:
+        return Recorder(
+            pool=self._registry.pool,
+            instance_id=instance_id,
+            state=next_state(S.LAUNCHING, report),
+            created_at=now,
+            updated_at=now,
+            state_changed_at=now,
+            **_fields(report, now),
+        )
+
+
+def _fields(report: StatusReport, now: float) -> dict[str, Any]:
+    return {
+        "last_heartbeat_at": now,
+        "last_report_sent_at": report.sent_at,
+        "busy_status": report.busy_status,
+        "health": report.health,
+        "pending_uploads": report.pending_uploads,
+        "jibri": report.jibri,
+    }

@@ -1,0 +1,1 @@
+"""The simulated world: stand-ins for AWS and Jibri. Never shipped to Lambda."""
