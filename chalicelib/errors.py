@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from chalice.app import ChaliceUnhandledError
 
-class ApiError(Exception):
+
+class ApiError(ChaliceUnhandledError):
+    """Raised from a view, passed by Chalice to the middleware that shapes error replies."""
+
     status_code = 400
     code = "bad_request"
 

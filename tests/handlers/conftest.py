@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalice.local import LambdaContext
+
+import app as app_module
+from chalicelib.autoscaling import GroupSize
+from chalicelib.config import Settings
+from chalicelib.memory_registry import MemoryRegistry
+from chalicelib.runtime import Runtime
+from sim.clock import ManualClock
+
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+INSTANCE = "i-0123456789abcdef0"
+AGENT_ROLE = "jibri-agent-dev"
+START = 1_795_482_123.0  # 2026-11-24T01:02:03Z, the fixtures' request time
+
+
+class FakeAutoScaling:
+    """The Auto Scaling port as the handlers see it; the boto3 adapter is tested on moto."""
+
+    def __init__(self, members: set[str]) -> None:
+        self.group_name = "jibri-dev"
+        self.members = members
+        self.membership_checks: list[str] = []
+
+    def is_member(self, instance_id: str) -> bool:
+        self.membership_checks.append(instance_id)
+        return instance_id in self.members
+
+    def group_size(self) -> GroupSize:
+        return GroupSize(desired=len(self.members), minimum=1, maximum=20)
+
+
+class Api:
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def event(self, name: str) -> dict[str, Any]:
+        return copy.deepcopy(json.loads((EVENTS / name).read_text()))
+
+    def invoke(self, event: dict[str, Any]) -> tuple[int, Any]:
+        context = LambdaContext(function_name="jibri-autoscaler-dev", memory_size=512)
+        result = app_module.app(event, context)
+        body = result["body"]
+        return result["statusCode"], json.loads(body) if body else None
+
+    def report(
+        self,
+        body: Any = None,
+        *,
+        raw: str | None = None,
+        instance_id: str = INSTANCE,
+        caller_arn: str | None = None,
+        content_type: str = "application/json",
+    ) -> tuple[int, Any]:
+        event = self.event("apigateway_status_report.json")
+        event["path"] = f"/v1/recorders/{instance_id}/status"
+        event["pathParameters"] = {"instance_id": instance_id}
+        if caller_arn is not None:
+            event["requestContext"]["identity"]["userArn"] = caller_arn
+        if body is not None or raw is not None:
+            event["body"] = raw if raw is not None else json.dumps(body)
+        event["headers"]["Content-Type"] = content_type
+        event["multiValueHeaders"]["Content-Type"] = [content_type]
+        return self.invoke(event)
+
+    def pool(self, query: dict[str, str] | None = None) -> tuple[int, Any]:
+        event = self.event("apigateway_get_pool.json")
+        event["queryStringParameters"] = query
+        event["multiValueQueryStringParameters"] = {k: [v] for k, v in query.items()} if query else None
+        return self.invoke(event)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def group() -> FakeAutoScaling:
+    return FakeAutoScaling({INSTANCE, "i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa2", "i-0aaaaaaaaaaaaaaa3"})
+
+
+@pytest.fixture
+def registry() -> MemoryRegistry:
+    return MemoryRegistry("jibri-dev")
+
+
+@pytest.fixture
+def api(clock: ManualClock, group: FakeAutoScaling, registry: MemoryRegistry) -> Iterator[Api]:
+    settings = Settings(table_name="unused", asg_name="jibri-dev", agent_role_name=AGENT_ROLE, pool_name="jibri-dev")
+    runtime = Runtime(settings=settings, registry=registry, autoscaling=group, clock=clock)
+    previous, app_module.runtime = app_module.runtime, runtime
+    try:
+        yield Api(runtime)
+    finally:
+        app_module.runtime = previous
+
+
+def report_body(busy: str = "IDLE", health: str = "HEALTHY", pending: int = 0, sent_at: str = "2026-11-24T01:02:03Z"):
+    return {
+        "busy_status": busy,
+        "health": health,
+        "pending_uploads": pending,
+        "sent_at": sent_at,
+        "jibri": {"status": {"busyStatus": busy, "health": {"healthStatus": health, "details": {}}}},
+    }

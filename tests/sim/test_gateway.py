@@ -1,0 +1,163 @@
+"""The local API gateway: SigV4 checked as IAM would, identity filled as API Gateway would."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+from unittest import mock
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from chalice import Chalice, IAMAuthorizer
+
+from sim.credentials import CredentialIssuer, IssuedCredentials
+from sim.gateway import LocalGateway, Observed
+
+app = Chalice(app_name="gateway-probe")
+
+
+@app.route("/whoami/{name}", methods=["POST", "GET"], authorizer=IAMAuthorizer())
+def whoami(name: str) -> dict[str, Any]:
+    request = app.current_request
+    assert request is not None
+    return {
+        "name": name,
+        "identity": request.context["identity"],
+        "resource": request.context["resourcePath"],
+        "query": request.query_params,
+        "body": request.json_body if request.raw_body else None,
+    }
+
+
+@app.route("/open")
+def open_route() -> dict[str, str]:
+    return {"open": "yes"}
+
+
+@pytest.fixture
+def issuer() -> CredentialIssuer:
+    return CredentialIssuer()
+
+
+@pytest.fixture
+def gateway(issuer: CredentialIssuer) -> Iterator[LocalGateway]:
+    gw = LocalGateway(app, issuer).start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+def signed(
+    url: str,
+    creds: IssuedCredentials,
+    body: bytes = b"",
+    method: str = "POST",
+    *,
+    region: str = "us-east-1",
+    service: str = "execute-api",
+    at: float | None = None,
+    token: str | None = None,
+) -> dict[str, str]:
+    request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
+    credentials = Credentials(creds.access_key, creds.secret_key, creds.token if token is None else token or None)
+    moment = datetime.fromtimestamp(at or time.time(), tz=UTC)
+    with mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)):
+        SigV4Auth(credentials, service, region).add_auth(request)
+    return dict(request.headers.items())
+
+
+def send(url: str, headers: dict[str, str], body: bytes = b"", method: str = "POST") -> tuple[int, Any]:
+    request = urllib.request.Request(url, data=body if method != "GET" else None, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def test_a_signed_request_reaches_the_app_with_the_callers_identity(
+    gateway: LocalGateway, issuer: CredentialIssuer
+) -> None:
+    creds = issuer.role_session("jibri-agent", "i-0123456789abcdef0")
+    url = f"{gateway.url}/whoami/i-0123456789abcdef0?x=1"
+    body = b'{"hello": "world"}'
+    status, reply = send(url, signed(url, creds, body), body)
+    assert status == 200
+    assert reply["name"] == "i-0123456789abcdef0" and reply["query"] == {"x": "1"}
+    assert reply["body"] == {"hello": "world"}
+    assert reply["resource"] == "/whoami/{name}"
+    identity = reply["identity"]
+    assert identity["userArn"] == "arn:aws:sts::123456789012:assumed-role/jibri-agent/i-0123456789abcdef0"
+    assert identity["accessKey"] == creds.access_key and identity["accountId"] == "123456789012"
+    assert identity["caller"].endswith(":i-0123456789abcdef0") and identity["caller"].startswith("AROA")
+
+
+def test_an_iam_user_with_long_term_keys_is_accepted(gateway: LocalGateway, issuer: CredentialIssuer) -> None:
+    creds = issuer.user("operator")
+    url = f"{gateway.url}/whoami/x"
+    status, reply = send(url, signed(url, creds, method="GET"), method="GET")
+    assert status == 200 and reply["identity"]["userArn"] == "arn:aws:iam::123456789012:user/operator"
+
+
+def refused(gateway: LocalGateway, headers: dict[str, str], body: bytes = b"{}") -> tuple[int, str]:
+    seen: list[Observed] = []
+    gateway.on_request = seen.append
+    status, reply = send(f"{gateway.url}/whoami/x", headers, body)
+    assert seen == [], "a refused request must never reach the app"
+    return status, reply["error"]["code"]
+
+
+def test_unsigned_requests_are_refused(gateway: LocalGateway) -> None:
+    assert refused(gateway, {"Content-Type": "application/json"}) == (403, "missing_authentication")
+
+
+def test_a_tampered_body_is_refused(gateway: LocalGateway, issuer: CredentialIssuer) -> None:
+    creds = issuer.role_session("jibri-agent", "i-1")
+    headers = signed(f"{gateway.url}/whoami/x", creds, b'{"busy": false}')
+    assert refused(gateway, headers, b'{"busy": true}') == (403, "invalid_signature")
+
+
+def test_a_signature_for_another_path_is_refused(gateway: LocalGateway, issuer: CredentialIssuer) -> None:
+    creds = issuer.role_session("jibri-agent", "i-1")
+    headers = signed(f"{gateway.url}/whoami/i-2", creds, b"{}")
+    assert refused(gateway, headers) == (403, "invalid_signature")
+
+
+def test_unknown_revoked_and_wrong_secret_credentials_are_refused(
+    gateway: LocalGateway, issuer: CredentialIssuer
+) -> None:
+    url = f"{gateway.url}/whoami/x"
+    stranger = CredentialIssuer().role_session("jibri-agent", "i-1")
+    assert refused(gateway, signed(url, stranger, b"{}")) == (403, "invalid_token")
+    creds = issuer.role_session("jibri-agent", "i-1")
+    forged = IssuedCredentials(creds.access_key, "not-the-secret", creds.token, creds.arn, creds.principal_id)
+    assert refused(gateway, signed(url, forged, b"{}")) == (403, "invalid_signature")
+    assert refused(gateway, signed(url, creds, b"{}", token="another-token")) == (403, "invalid_token")
+    issuer.revoke(creds.access_key)
+    assert refused(gateway, signed(url, creds, b"{}")) == (403, "invalid_token")
+
+
+def test_old_or_future_signatures_and_other_services_are_refused(
+    gateway: LocalGateway, issuer: CredentialIssuer
+) -> None:
+    url = f"{gateway.url}/whoami/x"
+    creds = issuer.role_session("jibri-agent", "i-1")
+    assert refused(gateway, signed(url, creds, b"{}", at=time.time() - 600)) == (403, "invalid_signature")
+    assert refused(gateway, signed(url, creds, b"{}", at=time.time() + 600)) == (403, "invalid_signature")
+    assert refused(gateway, signed(url, creds, b"{}", service="s3")) == (403, "invalid_signature")
+
+
+def test_routes_without_iam_need_no_signature_and_unknown_paths_get_the_api_error_shape(
+    gateway: LocalGateway,
+) -> None:
+    assert send(f"{gateway.url}/open", {}, method="GET") == (200, {"open": "yes"})
+    status, reply = send(f"{gateway.url}/nowhere", {}, method="GET")
+    assert status == 404 and reply["error"]["code"] == "not_found"
