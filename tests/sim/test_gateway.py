@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from typing import Any
-from unittest import mock
 
 import pytest
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 from chalice import Chalice, IAMAuthorizer
 
+from sim.client import call, sign_headers
 from sim.credentials import CredentialIssuer, IssuedCredentials
 from sim.gateway import LocalGateway, Observed
 
@@ -61,26 +55,17 @@ def signed(
     body: bytes = b"",
     method: str = "POST",
     *,
-    region: str = "us-east-1",
     service: str = "execute-api",
     at: float | None = None,
     token: str | None = None,
 ) -> dict[str, str]:
-    request = AWSRequest(method=method, url=url, data=body, headers={"Content-Type": "application/json"})
-    credentials = Credentials(creds.access_key, creds.secret_key, creds.token if token is None else token or None)
-    moment = datetime.fromtimestamp(at or time.time(), tz=UTC)
-    with mock.patch("botocore.auth.get_current_datetime", return_value=moment.replace(tzinfo=None)):
-        SigV4Auth(credentials, service, region).add_auth(request)
-    return dict(request.headers.items())
+    if token is not None:
+        creds = dataclasses.replace(creds, token=token)
+    return sign_headers(method, url, creds, body, service=service, at=at)
 
 
 def send(url: str, headers: dict[str, str], body: bytes = b"", method: str = "POST") -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body if method != "GET" else None, headers=headers, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return call(method, url, headers, body)
 
 
 def test_a_signed_request_reaches_the_app_with_the_callers_identity(

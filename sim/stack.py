@@ -1,0 +1,168 @@
+"""The local stack: moto as AWS, the Chalice app behind the local gateway, and
+simulated Jibri instances each running the real agent.
+
+Tests and the demo build on it; nothing here ships to Lambda.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+
+from agent.agent import Agent
+from agent.config import parse_config
+from chalicelib.bootstrap import bootstrap
+from chalicelib.clock import Clock, SystemClock
+from chalicelib.config import Settings
+from chalicelib.runtime import Runtime
+from sim.aws import FAKE_CREDENTIALS, MotoServer, create_group
+from sim.client import signed_call
+from sim.credentials import CredentialIssuer, IssuedCredentials
+from sim.gateway import LocalGateway
+from sim.imds import FakeImds
+from sim.jibri import FakeJibri
+from sim.net import free_port
+
+
+@dataclass
+class SimRecorder:
+    """One Jibri instance: its Jibri, its instance metadata, and the agent between them."""
+
+    instance_id: str
+    jibri: FakeJibri
+    imds: FakeImds
+    agent: Agent
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> SimRecorder:
+        self.imds.start()
+        self.jibri.start()
+        self.thread = threading.Thread(target=self.agent.run, args=(self.stop,), name=f"agent-{self.instance_id}",
+                                       daemon=True)
+        self.thread.start()
+        return self
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self.jibri.stop()
+        self.imds.stop()
+
+
+class LocalStack:
+    def __init__(
+        self,
+        *,
+        group_name: str = "jibri-local",
+        group_size: int = 2,
+        agent_role: str = "jibri-agent-local",
+        clock: Clock | None = None,
+        poll_interval_seconds: float = 0.2,
+        report_interval_seconds: float = 5.0,
+    ) -> None:
+        self.group_name = group_name
+        self.group_size = group_size
+        self.agent_role = agent_role
+        self.clock = clock or SystemClock()
+        self.poll_interval_seconds = poll_interval_seconds
+        self.report_interval_seconds = report_interval_seconds
+        self.moto = MotoServer()
+        self.issuer = CredentialIssuer()
+        self.recorders: dict[str, SimRecorder] = {}
+        self.instance_ids: list[str] = []
+        self._saved_env: dict[str, str | None] = {}
+        self._saved_runtime: Runtime | None = None
+        self.gateway: LocalGateway | None = None
+        self.operator: IssuedCredentials = self.issuer.user("operator")
+
+    def start(self) -> LocalStack:
+        self.moto.start()
+        self._set_env(
+            {
+                **FAKE_CREDENTIALS,
+                "AWS_ENDPOINT_URL": self.moto.url,
+                "TABLE_NAME": f"{self.group_name}-registry",
+                "ASG_NAME": self.group_name,
+                "POOL_NAME": self.group_name,
+                "AGENT_ROLE_NAME": self.agent_role,
+            }
+        )
+        settings = Settings.from_env()
+        self.session = boto3.session.Session(region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"])
+        bootstrap(settings, self.session)
+        self.instance_ids = create_group(self.session, self.group_name, desired=self.group_size,
+                                         maximum=max(10, self.group_size))
+        import app as app_module  # the deployed app, wired to this stack
+
+        self._saved_runtime = app_module.runtime
+        app_module.runtime = Runtime(settings=settings, clock=self.clock)
+        self._app_module = app_module
+        self.gateway = LocalGateway(app_module.app, self.issuer).start()
+        return self
+
+    def add_recorder(self, instance_id: str) -> SimRecorder:
+        assert self.gateway is not None, "start() the stack first"
+        credentials = self.issuer.role_session(self.agent_role, instance_id)
+        imds = FakeImds(instance_id, credentials=credentials.for_imds(), role_name=self.agent_role)
+        webhook_port = free_port()
+        jibri = FakeJibri(f"jibri-{instance_id}", subscribers=[f"http://127.0.0.1:{webhook_port}"])
+        imds.start()  # the agent's config needs its address
+        config = parse_config(
+            {
+                "api_url": self.gateway.url,
+                "imds_url": imds.url,
+                "aws_endpoint_url": self.moto.url,
+                "jibri_health_url": jibri.health_url,
+                "jibri_internal_url": jibri.internal_url,
+                "webhook_listen": f"127.0.0.1:{webhook_port}",
+                "poll_interval_seconds": str(self.poll_interval_seconds),
+                "report_interval_seconds": str(self.report_interval_seconds),
+                "request_timeout_seconds": "5",
+            }
+        )
+        recorder = SimRecorder(instance_id, jibri, imds, Agent(config, jibri_starter=jibri.restart))
+        self.recorders[instance_id] = recorder.start()
+        return recorder
+
+    def pool(self, **query: str) -> dict[str, Any]:
+        assert self.gateway is not None
+        suffix = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
+        status, body = signed_call("GET", f"{self.gateway.url}/v1/pool{suffix}", self.operator)
+        if status != 200:
+            raise RuntimeError(f"GET /v1/pool answered {status}: {body}")
+        return dict(body)
+
+    def protected(self, instance_id: str) -> bool:
+        found = self.session.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[instance_id])
+        return bool(found["AutoScalingInstances"][0]["ProtectedFromScaleIn"])
+
+    def stop(self) -> None:
+        for recorder in self.recorders.values():
+            recorder.shutdown()
+        if self.gateway is not None:
+            self.gateway.stop()
+        if self._saved_runtime is not None:
+            self._app_module.runtime = self._saved_runtime
+        self.moto.stop()
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _set_env(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
