@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
@@ -10,6 +12,9 @@ from chalicelib.registry import Recorder
 # Not the Chalice app name: a logger named like the app would print every line twice.
 SERVICE = "jibri-pool"
 NAMESPACE = "JibriAutoscaler"
+
+# Read-only routes publish no metric; that is expected, not worth a warning per call.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
@@ -27,8 +32,6 @@ def record_transition(before: Recorder | None, after: Recorder) -> None:
         "recorder transition",
         extra={"instance_id": after.instance_id, "from_state": source, "to_state": after.state.value},
     )
-    with single_metric(
-        name="RecorderTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE
-    ) as metric:
+    with single_metric(name="RecorderTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="service", value=SERVICE)
         metric.add_dimension(name="to_state", value=after.state.value)

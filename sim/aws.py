@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import urllib.request
 from typing import Any
@@ -28,6 +29,7 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> MotoServer:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._server.start()
         return self
 
@@ -52,9 +54,9 @@ def create_group(session: Any, name: str, *, desired: int, minimum: int = 0, max
     ec2 = session.client("ec2")
     image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     template_name = f"{name}-template"
-    existing = ec2.describe_launch_templates(
-        Filters=[{"Name": "launch-template-name", "Values": [template_name]}]
-    )["LaunchTemplates"]
+    existing = ec2.describe_launch_templates(Filters=[{"Name": "launch-template-name", "Values": [template_name]}])[
+        "LaunchTemplates"
+    ]
     if not existing:
         ec2.create_launch_template(
             LaunchTemplateName=template_name, LaunchTemplateData={"ImageId": image, "InstanceType": "c5.xlarge"}

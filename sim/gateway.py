@@ -94,8 +94,9 @@ def verify_sigv4(
         headers={h: lower[h] for h in signed_headers},
     )
     request.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(issued.access_key, issued.secret_key, issued.token or None), "execute-api",
-                       match["region"])
+    signer = SigV4Auth(
+        Credentials(issued.access_key, issued.secret_key, issued.token or None), "execute-api", match["region"]
+    )
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     if not hmac.compare_digest(expected, match["signature"]):
@@ -238,8 +239,9 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self.rfile.read(length) if length else b""
             request_headers = {k: v for k, v in self.headers.items()}
             try:
-                status, headers, body = gateway.handle(self.command, self.path, request_headers, raw,
-                                                       self.client_address[0])
+                status, headers, body = gateway.handle(
+                    self.command, self.path, request_headers, raw, self.client_address[0]
+                )
             except Exception:  # the Lambda crashed: API Gateway answers 502
                 status, headers, body = _error(502, "bad_gateway", "the integration failed")
         self.send_response(status)

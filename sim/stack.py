@@ -42,8 +42,9 @@ class SimRecorder:
     def start(self) -> SimRecorder:
         self.imds.start()
         self.jibri.start()
-        self.thread = threading.Thread(target=self.agent.run, args=(self.stop,), name=f"agent-{self.instance_id}",
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.agent.run, args=(self.stop,), name=f"agent-{self.instance_id}", daemon=True
+        )
         self.thread.start()
         return self
 
@@ -65,7 +66,9 @@ class LocalStack:
         clock: Clock | None = None,
         poll_interval_seconds: float = 0.2,
         report_interval_seconds: float = 5.0,
+        agent_log_level: str = "INFO",
     ) -> None:
+        self.agent_log_level = agent_log_level
         self.group_name = group_name
         self.group_size = group_size
         self.agent_role = agent_role
@@ -96,8 +99,9 @@ class LocalStack:
         settings = Settings.from_env()
         self.session = boto3.session.Session(region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"])
         bootstrap(settings, self.session)
-        self.instance_ids = create_group(self.session, self.group_name, desired=self.group_size,
-                                         maximum=max(10, self.group_size))
+        self.instance_ids = create_group(
+            self.session, self.group_name, desired=self.group_size, maximum=max(10, self.group_size)
+        )
         import app as app_module  # the deployed app, wired to this stack
 
         self._saved_runtime = app_module.runtime
@@ -124,6 +128,7 @@ class LocalStack:
                 "poll_interval_seconds": str(self.poll_interval_seconds),
                 "report_interval_seconds": str(self.report_interval_seconds),
                 "request_timeout_seconds": "5",
+                "log_level": self.agent_log_level,
             }
         )
         recorder = SimRecorder(instance_id, jibri, imds, Agent(config, jibri_starter=jibri.restart))

@@ -86,10 +86,13 @@ def test_a_drain_takes_jibri_out_of_service_and_a_withdrawn_drain_brings_it_back
     idle = registry.get(instance)
     assert idle is not None
     registry.save(idle, transition(idle, S.DRAINING, time.time()))  # what the evaluator does for scale-in
-    wait_until(lambda: recorder.jibri.graceful_shutdown_calls == 1 and not recorder.jibri.running,
-               "Jibri to shut down gracefully")
-    wait_until(lambda: (recorder_view(stack, instance) or {}).get("busy_status") == "OFFLINE",
-               "the agent to report OFFLINE")
+    wait_until(
+        lambda: recorder.jibri.graceful_shutdown_calls == 1 and not recorder.jibri.running,
+        "Jibri to shut down gracefully",
+    )
+    wait_until(
+        lambda: (recorder_view(stack, instance) or {}).get("busy_status") == "OFFLINE", "the agent to report OFFLINE"
+    )
     assert recorder_view(stack, instance)["state"] == "draining"  # type: ignore[index]
 
     draining = registry.get(instance)
@@ -103,8 +106,12 @@ def test_an_agent_cannot_report_for_another_instance(stack: LocalStack) -> None:
     mine, theirs = stack.instance_ids
     assert stack.gateway is not None
     my_credentials = stack.issuer.role_session(stack.agent_role, mine)
-    report = {"busy_status": "IDLE", "health": "HEALTHY", "pending_uploads": 0,
-              "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report = {
+        "busy_status": "IDLE",
+        "health": "HEALTHY",
+        "pending_uploads": 0,
+        "sent_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     status, body = signed_call("POST", f"{stack.gateway.url}/v1/recorders/{theirs}/status", my_credentials, report)
     assert status == 403 and body["error"]["code"] == "forbidden"
     assert recorder_view(stack, theirs) is None

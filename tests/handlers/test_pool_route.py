@@ -16,9 +16,7 @@ S = RecorderState
 def seed(registry: MemoryRegistry, clock: ManualClock, states: dict[str, RecorderState], heartbeat_age: float = 0):
     now = clock.now()
     for instance_id, state in states.items():
-        registry.create(
-            Recorder("jibri-dev", instance_id, state, now, now, now, last_heartbeat_at=now - heartbeat_age)
-        )
+        registry.create(Recorder("jibri-dev", instance_id, state, now, now, now, last_heartbeat_at=now - heartbeat_age))
 
 
 def test_counts_by_state_and_group_size(api: Api, registry: MemoryRegistry, clock: ManualClock) -> None:
@@ -41,8 +39,11 @@ def test_counts_by_state_and_group_size(api: Api, registry: MemoryRegistry, cloc
 def test_a_silent_recorder_counts_as_unhealthy(api: Api, registry: MemoryRegistry, clock: ManualClock) -> None:
     seed(registry, clock, {"i-01": S.IDLE, "i-02": S.BUSY})
     clock.advance(91)
-    api.report(report_body(sent_at="2026-11-24T01:03:34Z"), instance_id="i-01",
-               caller_arn="arn:aws:sts::123456789012:assumed-role/jibri-agent-dev/i-01")
+    api.report(
+        report_body(sent_at="2026-11-24T01:03:34Z"),
+        instance_id="i-01",
+        caller_arn="arn:aws:sts::123456789012:assumed-role/jibri-agent-dev/i-01",
+    )
     status, body = api.pool({"limit": "100"})
     assert status == 200
     assert body["counts"]["unhealthy"] == 1 and body["counts"]["idle"] == 1 and body["counts"]["busy"] == 0
