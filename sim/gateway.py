@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -120,6 +121,7 @@ class LocalGateway:
         self.stage = stage
         self.on_request: Callable[[Observed], None] | None = None
         self._matcher = RouteMatcher(list(app.routes))
+        self._invoke_lock = threading.Lock()
         self._server = LoopbackServer(type("BoundHandler", (_Handler,), {"gateway": self}))
 
     @property
@@ -155,7 +157,10 @@ class LocalGateway:
             self.on_request(Observed(method, split.path, body, caller))
         event = self._event(method, split, match.route, match.captured, headers, body, source_ip, caller)
         context = LambdaContext(function_name=f"{self.app.app_name}-dev", memory_size=512, max_runtime_ms=30000)
-        result = self.app(event, context)
+        # A Lambda container serves one event at a time, and Chalice keeps the current
+        # request on the app object: concurrent calls would read each other's requests.
+        with self._invoke_lock:
+            result = self.app(event, context)
         response_headers = {k: v for k, v in (result.get("headers") or {}).items()}
         raw = result.get("body") or ""
         return int(result["statusCode"]), response_headers, raw.encode() if isinstance(raw, str) else raw

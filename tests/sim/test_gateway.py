@@ -19,6 +19,7 @@ app = Chalice(app_name="gateway-probe")
 
 @app.route("/whoami/{name}", methods=["POST", "GET"], authorizer=IAMAuthorizer())
 def whoami(name: str) -> dict[str, Any]:
+    time.sleep(0.002)  # widens the window in which a concurrent call could swap the current request
     request = app.current_request
     assert request is not None
     return {
@@ -146,3 +147,23 @@ def test_routes_without_iam_need_no_signature_and_unknown_paths_get_the_api_erro
     assert send(f"{gateway.url}/open", {}, method="GET") == (200, {"open": "yes"})
     status, reply = send(f"{gateway.url}/nowhere", {}, method="GET")
     assert status == 404 and reply["error"]["code"] == "not_found"
+
+
+def test_concurrent_requests_each_get_their_own_reply(gateway: LocalGateway, issuer: CredentialIssuer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(n: int) -> tuple[int, Any]:
+        creds = issuer.role_session("jibri-agent", f"i-{n}")
+        url = f"{gateway.url}/whoami/i-{n}"
+        body = f'{{"n": {n}}}'.encode()
+        return send(url, signed(url, creds, body), body)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        replies = list(pool.map(ask, range(40)))
+    for n, (status, reply) in enumerate(replies):
+        assert status == 200
+        assert (reply["name"], reply["body"], reply["identity"]["userArn"].rsplit("/", 1)[1]) == (
+            f"i-{n}",
+            {"n": n},
+            f"i-{n}",
+        )
