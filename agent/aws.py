@@ -1,4 +1,4 @@
-"""AWS access with the instance role only: a boto3 session fed by IMDS, and the few Auto Scaling calls the agent makes."""
+"""AWS with the instance role only: a boto3 session fed by IMDS, and the few Auto Scaling calls the agent makes."""
 
 from __future__ import annotations
 

@@ -7,8 +7,9 @@ import math
 import os
 import re
 import shlex
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from agent.log import LEVELS
@@ -96,7 +97,9 @@ def parse_config(values: Mapping[str, str]) -> AgentConfig:
             "report_interval_seconds", defaults.report_interval_seconds, 0.05, MAX_REPORT_INTERVAL_SECONDS
         ),
         request_timeout_seconds=reader.number("request_timeout_seconds", defaults.request_timeout_seconds, 0.1, 60),
-        jibri_start_command=reader.optional("jibri_start_command", _command, "a command line, e.g. systemctl start jibri")
+        jibri_start_command=reader.optional(
+            "jibri_start_command", _command, "a command line, e.g. systemctl start jibri"
+        )
         or defaults.jibri_start_command,
         log_level=reader.optional("log_level", _level, f"one of {', '.join(LEVELS)}") or defaults.log_level,
     )

@@ -7,7 +7,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 TOKEN_TTL_SECONDS = 21600
 # Renew well before the token expires so a GET never races its expiry.

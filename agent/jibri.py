@@ -6,8 +6,9 @@ import json
 import subprocess
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from agent.log import get_logger
 
@@ -74,15 +75,21 @@ class JibriClient:
             body = None
         parsed = parse_health(body)
         if parsed is None:
-            log.warning("Jibri's health API answered something that is not Jibri health JSON; treating Jibri as offline",
-                        extra={"body": payload[:200].decode("utf-8", "replace")})
+            log.warning(
+                "Jibri's health API answered something that is not Jibri health JSON; treating Jibri as offline",
+                extra={"body": payload[:200].decode("utf-8", "replace")},
+            )
             return JibriHealth(busy_status="OFFLINE", health="UNHEALTHY", raw=body if isinstance(body, dict) else None)
         return parsed
 
     def graceful_shutdown(self) -> None:
         """Ask Jibri to leave once idle: at once when idle, after the current recording when busy."""
-        request = urllib.request.Request(f"{self._internal_url}/gracefulShutdown", method="POST", data=b"",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            f"{self._internal_url}/gracefulShutdown",
+            method="POST",
+            data=b"",
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
                 response.read()

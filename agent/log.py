@@ -15,6 +15,9 @@ LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _QUIET = ("botocore", "boto3", "urllib3", "s3transfer")
 _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
+# datetime.UTC needs Python 3.11; Jibri hosts on Ubuntu 22.04 have 3.10.
+UTC = timezone.utc  # noqa: UP017
+
 _instance_id: str | None = None
 
 
@@ -30,7 +33,9 @@ def set_instance_id(instance_id: str | None) -> None:
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": record.levelname,
             "message": record.getMessage(),
             "instance_id": _instance_id,

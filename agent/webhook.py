@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from agent.log import get_logger
 
@@ -17,7 +18,7 @@ _MAX_BODY_BYTES = 65536
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
-    def do_POST(self) -> None:  # noqa: N802 - name fixed by BaseHTTPRequestHandler
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length > _MAX_BODY_BYTES:
             self._answer(413)
@@ -44,7 +45,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("webhook request: " + format % args)
+        log.debug("webhook request: %s", format % args)
 
 
 class _Server(ThreadingHTTPServer):
@@ -66,6 +67,10 @@ class WebhookServer:
         return int(self._server.server_address[1])
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def url(self) -> str:
         return f"http://{self._address[0]}:{self.port}"
 
@@ -75,7 +80,7 @@ class WebhookServer:
             server.on_status = self._on_status
             self._server = server
             self._thread = threading.Thread(
-                target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="jibri-webhook", daemon=True
+                target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="jibri-webhook", daemon=True
             )
             self._thread.start()
         return self

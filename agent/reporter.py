@@ -1,0 +1,153 @@
+"""The status report to the control plane: its body, SigV4 signing with the instance role, and the reply."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from agent.log import UTC
+
+_MAX_REPLY_BYTES = 65536
+# The gateway and Lambda answer these when they are briefly overloaded or failing; they clear on their own.
+_TRANSIENT_STATUSES = {408, 429}
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    busy_status: str
+    health: str
+    pending_uploads: int
+    sent_at: datetime
+    jibri: dict[str, Any] | None
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "busy_status": self.busy_status,
+            "health": self.health,
+            "pending_uploads": self.pending_uploads,
+            "sent_at": format_time(self.sent_at),
+            "jibri": self.jibri,
+        }
+
+
+@dataclass(frozen=True)
+class Reply:
+    protect: bool
+    drain: bool
+    state: str
+
+
+class TransientReportError(RuntimeError):
+    """The API could not be reached or answered 5xx/429/garbage: retry with backoff."""
+
+
+class ReportRejected(RuntimeError):
+    """The API refused the report with a 4xx: a configuration problem that retrying will not fix."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"HTTP {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Reporter:
+    def __init__(
+        self,
+        api_url: str,
+        instance_id: str,
+        region: str,
+        credentials: Callable[[], Credentials | None],
+        timeout: float,
+    ) -> None:
+        self.url = f"{api_url.rstrip('/')}/v1/recorders/{quote(instance_id, safe='')}/status"
+        self._region = region
+        self._credentials = credentials
+        self._timeout = timeout
+
+    def send(self, report: StatusReport) -> Reply:
+        data = json.dumps(report.body(), separators=(",", ":")).encode("utf-8")
+        request = urllib.request.Request(self.url, data=data, headers=self._signed_headers(data), method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                status, payload = response.status, response.read(_MAX_REPLY_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            status, payload = exc.code, _read_quietly(exc)
+        except (OSError, ValueError) as exc:
+            raise TransientReportError(f"status API unreachable: {exc}") from None
+        if 200 <= status < 300:
+            return _parse_reply(status, payload)
+        code, message = _error_fields(payload)
+        if status >= 500 or status in _TRANSIENT_STATUSES:
+            raise TransientReportError(f"status API answered HTTP {status} {code}: {message}")
+        raise ReportRejected(status, code, message)
+
+    def _signed_headers(self, data: bytes) -> dict[str, str]:
+        try:
+            credentials = self._credentials()
+            frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        except Exception as exc:
+            raise TransientReportError(f"instance role credentials unavailable: {type(exc).__name__}") from None
+        if frozen is None or not frozen.access_key:
+            raise TransientReportError("no instance role credentials from IMDS")
+        signed = AWSRequest(method="POST", url=self.url, data=data, headers={"Content-Type": "application/json"})
+        SigV4Auth(frozen, "execute-api", self._region).add_auth(signed)
+        # urllib adds Host from the URL's netloc, which is exactly the host SigV4 signed.
+        return {name: str(value) for name, value in signed.headers.items()}
+
+
+def _parse_reply(status: int, payload: bytes) -> Reply:
+    try:
+        body = json.loads(payload) if len(payload) <= _MAX_REPLY_BYTES else None
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise TransientReportError(f"status API answered HTTP {status} with a body that is not a JSON object")
+    protect, drain, state = body.get("protect"), body.get("drain"), body.get("state")
+    if not isinstance(protect, bool) or not isinstance(drain, bool) or not isinstance(state, str):
+        raise TransientReportError(
+            f"status API answered HTTP {status} without protect (bool), drain (bool) and state (str)"
+        )
+    return Reply(protect=protect, drain=drain, state=state)
+
+
+def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
+    try:
+        return bytes(exc.read(_MAX_REPLY_BYTES + 1))
+    except (OSError, ValueError):
+        return b""
+    finally:
+        exc.close()
+
+
+def _error_fields(payload: bytes) -> tuple[str, str]:
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("code"), str) and isinstance(error.get("message"), str):
+        return str(error["code"]), str(error["message"])
+    # API Gateway's own replies may still use {"message": ...} if its gateway responses are not set up.
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return "Unknown", str(body["message"])
+    return "Unknown", _error_text(payload)
+
+
+def _error_text(payload: bytes) -> str:
+    text = payload[:300].decode("utf-8", "replace").strip()
+    return text or "(empty body)"
