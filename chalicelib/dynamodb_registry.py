@@ -8,6 +8,7 @@ without a scan. Tombstones carry `expires_at` for the table's TTL.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -126,7 +127,9 @@ class DynamoDBRegistry:
             "last_report_sent_at": _dec(recorder.last_report_sent_at),
             "busy_status": recorder.busy_status,
             "health": recorder.health,
-            "jibri": _to_dynamo(recorder.jibri),
+            # Stored as text: Jibri's JSON is opaque here, and a DynamoDB map would refuse
+            # some valid JSON (empty keys, nesting past 32 levels).
+            "jibri_json": None if recorder.jibri is None else json.dumps(recorder.jibri, separators=(",", ":")),
             "expires_at": recorder.expires_at,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
@@ -135,26 +138,6 @@ class DynamoDBRegistry:
 
 def _dec(value: float | None) -> Decimal | None:
     return None if value is None else Decimal(repr(float(value)))
-
-
-def _to_dynamo(value: Any) -> Any:
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, dict):
-        return {k: _to_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_dynamo(v) for v in value]
-    return value
-
-
-def _from_dynamo(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, dict):
-        return {k: _from_dynamo(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_dynamo(v) for v in value]
-    return value
 
 
 def _opt_float(value: Any) -> float | None:
@@ -175,6 +158,6 @@ def _from_item(item: dict[str, Any]) -> Recorder:
         busy_status=item.get("busy_status"),
         health=item.get("health"),
         pending_uploads=int(item.get("pending_uploads", 0)),
-        jibri=_from_dynamo(item.get("jibri")),
+        jibri=json.loads(item["jibri_json"]) if item.get("jibri_json") else None,
         expires_at=None if item.get("expires_at") is None else int(item["expires_at"]),
     )

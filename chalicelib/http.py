@@ -59,6 +59,12 @@ def read_json(request: Request, max_bytes: int) -> Any:
     if not raw.strip():
         raise BadRequest("the body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise BadRequest("the body nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")

@@ -176,3 +176,12 @@ def test_list_page_walks_every_live_recorder_once_and_skips_tombstones(registry:
 def test_a_forged_page_token_is_refused(registry: Registry) -> None:
     with pytest.raises(BadPageToken):
         registry.list_page(5, "%%%not-a-token")
+
+
+def test_any_json_from_jibri_round_trips(registry: Registry) -> None:
+    deep: dict[str, object] = {"leaf": [1, 2.5, None, True, ""]}
+    for level in range(40):
+        deep = {f"l{level}": deep}
+    odd = {"": "empty key", "big": 10**30, "tiny": 1e-300, "unicode": "ジブリ", "deep": deep}
+    written(registry.create(recorder("i-json", jibri=odd)))
+    assert registry.get("i-json").jibri == odd  # type: ignore[union-attr]

@@ -226,3 +226,20 @@ def test_a_report_racing_a_drain_is_applied_on_top_of_it(
     final = stored(registry)
     assert final.busy_status == "BUSY" and final.version == idle.version + 2
     assert dataclasses.replace(final, busy_status="IDLE").state is S.DRAINING
+
+
+@pytest.mark.parametrize(
+    ("raw", "named"),
+    [
+        (
+            '{"busy_status": "IDLE", "health": "HEALTHY", "pending_uploads": NaN, "sent_at": "2026-11-24T01:02:03Z"}',
+            "NaN is not a JSON value",
+        ),
+        ('{"busy_status": "IDLE", "jibri": {"x": Infinity}}', "Infinity is not a JSON value"),
+        ('{"jibri": ' + "[" * 5000 + "]" * 5000 + "}", "nests too deeply"),
+    ],
+)
+def test_json_that_is_not_json_is_refused(api: Api, registry: MemoryRegistry, raw: str, named: str) -> None:
+    status, reply = api.report(raw=raw)
+    assert status == 400 and named in reply["error"]["message"]
+    assert registry.get(INSTANCE) is None
