@@ -6,12 +6,12 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer
-from chalice.app import Request
+from chalice.app import CloudWatchEvent, Request
 
 from chalicelib import observability
 from chalicelib.http import json_errors, read_json
 from chalicelib.identity import caller_from_context, require_agent_for
-from chalicelib.pool import pool_view
+from chalicelib.pool import control_view, pool_view
 from chalicelib.runtime import Runtime
 from chalicelib.status import parse_report
 
@@ -47,7 +47,13 @@ def get_pool() -> dict[str, Any]:
     caller_from_context(request.context)
     settings = runtime.settings
     now = runtime.clock.now()
-    return pool_view(runtime.registry, runtime.autoscaling, now, settings.heartbeat_stale_seconds, request.query_params)
+    view = pool_view(runtime.registry, runtime.autoscaling, now, settings.heartbeat_stale_seconds, request.query_params)
+    return {**view, **control_view(runtime.control, settings.decisions_shown)}
+
+
+@app.schedule("rate(1 minute)", name="evaluate_pool")
+def evaluate_pool(event: CloudWatchEvent) -> None:
+    runtime.evaluator().run("schedule")
 
 
 def _request() -> Request:

@@ -13,6 +13,21 @@ class GroupSize:
     maximum: int
 
 
+@dataclass(frozen=True)
+class GroupInstance:
+    instance_id: str
+    lifecycle_state: str  # Auto Scaling's: Pending, Pending:Wait, InService, Terminating, ...
+    protected: bool = False
+    from_warm_pool: bool = False
+
+
+@dataclass(frozen=True)
+class GroupState:
+    size: GroupSize
+    instances: tuple[GroupInstance, ...]
+    warm_pool_size: int = 0  # instances parked in the warm pool
+
+
 class AutoScaling(Protocol):
     group_name: str
 
@@ -21,6 +36,16 @@ class AutoScaling(Protocol):
         ...
 
     def group_size(self) -> GroupSize: ...
+
+    def describe(self) -> GroupState: ...
+
+    def set_desired_capacity(self, desired: int) -> None: ...
+
+    def terminate(self, instance_id: str) -> None:
+        """Terminate one instance and lower desired capacity by one: the group never picks a victim."""
+        ...
+
+    def put_warm_pool(self, min_size: int) -> None: ...
 
 
 class Boto3AutoScaling:
@@ -33,9 +58,41 @@ class Boto3AutoScaling:
         return any(i.get("AutoScalingGroupName") == self.group_name for i in found)
 
     def group_size(self) -> GroupSize:
+        return _size(self._group())
+
+    def describe(self) -> GroupState:
+        group = self._group()
+        instances = tuple(
+            GroupInstance(
+                instance_id=i["InstanceId"],
+                lifecycle_state=i["LifecycleState"],
+                protected=bool(i.get("ProtectedFromScaleIn", False)),
+            )
+            for i in group.get("Instances", [])
+        )
+        return GroupState(size=_size(group), instances=instances, warm_pool_size=int(group.get("WarmPoolSize", 0)))
+
+    def set_desired_capacity(self, desired: int) -> None:
+        # HonorCooldown=False: the control plane decides; group cooldowns are for alarm policies.
+        self._client.set_desired_capacity(
+            AutoScalingGroupName=self.group_name, DesiredCapacity=desired, HonorCooldown=False
+        )
+
+    def terminate(self, instance_id: str) -> None:
+        self._client.terminate_instance_in_auto_scaling_group(
+            InstanceId=instance_id, ShouldDecrementDesiredCapacity=True
+        )
+
+    def put_warm_pool(self, min_size: int) -> None:
+        self._client.put_warm_pool(AutoScalingGroupName=self.group_name, MinSize=min_size, PoolState="Stopped")
+
+    def _group(self) -> dict[str, Any]:
         groups = self._client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])
         found = groups.get("AutoScalingGroups", [])
         if not found:
             raise LookupError(f"Auto Scaling group {self.group_name!r} does not exist")
-        group = found[0]
-        return GroupSize(desired=group["DesiredCapacity"], minimum=group["MinSize"], maximum=group["MaxSize"])
+        return dict(found[0])
+
+
+def _size(group: dict[str, Any]) -> GroupSize:
+    return GroupSize(desired=group["DesiredCapacity"], minimum=group["MinSize"], maximum=group["MaxSize"])

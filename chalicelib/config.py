@@ -12,12 +12,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from chalicelib.policy import PolicySettings
+from chalicelib.schedule import ScheduleError, ScheduleOverride, parse_schedule
+
 T = TypeVar("T")
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 _ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@\-]{1,64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
+_WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
 _TOPIC_ARN = re.compile(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}$")
 
 
@@ -37,6 +42,28 @@ class Settings:
     alerts_topic_arn: str | None = None
     max_body_bytes: int = 65536
     tombstone_days: int = 7
+    min_idle: int = 1
+    service_level: float = 0.995
+    scale_in_hold_seconds: int = 600
+    max_scale_in_step: int = 2
+    cold_launch_seconds: int = 240
+    warm_start_seconds: int = 45
+    warm_pool: str = "off"
+    schedule: tuple[ScheduleOverride, ...] = ()
+    dry_run: bool = False
+    decisions_shown: int = 10
+
+    def policy(self) -> PolicySettings:
+        return PolicySettings(
+            min_idle=self.min_idle,
+            service_level=self.service_level,
+            scale_in_hold_seconds=float(self.scale_in_hold_seconds),
+            max_scale_in_step=self.max_scale_in_step,
+            default_cold_lead_seconds=float(self.cold_launch_seconds),
+            default_warm_lead_seconds=float(self.warm_start_seconds),
+            warm_pool=self.warm_pool,
+            schedule=self.schedule,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -60,6 +87,16 @@ class Settings:
             ),
             max_body_bytes=reader.integer("MAX_BODY_BYTES", 65536, minimum=1024, maximum=6 * 1024 * 1024),
             tombstone_days=reader.integer("TOMBSTONE_DAYS", 7, minimum=1, maximum=365),
+            min_idle=reader.integer("MIN_IDLE", 1, minimum=0, maximum=1000),
+            service_level=reader.number("SERVICE_LEVEL", 0.995, minimum=0.5, maximum=0.9999),
+            scale_in_hold_seconds=reader.integer("SCALE_IN_HOLD_SECONDS", 600, minimum=0, maximum=86_400),
+            max_scale_in_step=reader.integer("MAX_SCALE_IN_STEP", 2, minimum=1, maximum=100),
+            cold_launch_seconds=reader.integer("COLD_LAUNCH_SECONDS", 240, minimum=10, maximum=3600),
+            warm_start_seconds=reader.integer("WARM_START_SECONDS", 45, minimum=5, maximum=3600),
+            warm_pool=reader.optional("WARM_POOL", _WARM_POOL, "off, auto or a whole number of instances") or "off",
+            schedule=reader.schedule("SCHEDULE", "SCHEDULE_TZ"),
+            dry_run=reader.boolean("DRY_RUN", False),
+            decisions_shown=reader.integer("DECISIONS_SHOWN", 10, minimum=1, maximum=100),
         )
         reader.raise_if_errors()
         return settings
@@ -87,6 +124,29 @@ class _Reader:
     def optional(self, name: str, pattern: re.Pattern[str], expects: str) -> str | None:
         value = self._env.get(name, "").strip()
         return self._check(name, value, pattern, expects) if value else None
+
+    def number(self, name: str, default: float, *, minimum: float, maximum: float) -> float:
+        return self._parse(name, default, float, f"a number from {minimum} to {maximum}", minimum, maximum)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._env.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("true", "1", "yes", "on"):
+            return True
+        if raw in ("false", "0", "no", "off"):
+            return False
+        self._errors.append(f"{name}={raw!r} is invalid: expected true or false")
+        return default
+
+    def schedule(self, name: str, zone_name: str) -> tuple[ScheduleOverride, ...]:
+        text = self._env.get(name, "").strip()
+        zone = self._env.get(zone_name, "").strip() or "UTC"
+        try:
+            return parse_schedule(text, zone)
+        except ScheduleError as error:
+            self._errors.append(f"{name if text else zone_name} is invalid: {error}")
+            return ()
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
         return self._parse(name, default, int, f"a whole number from {minimum} to {maximum}", minimum, maximum)

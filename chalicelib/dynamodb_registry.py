@@ -131,6 +131,7 @@ class DynamoDBRegistry:
             # some valid JSON (empty keys, nesting past 32 levels).
             "jibri_json": None if recorder.jibri is None else json.dumps(recorder.jibri, separators=(",", ":")),
             "expires_at": recorder.expires_at,
+            "launch_kind": recorder.launch_kind,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         return item
@@ -160,4 +161,5 @@ def _from_item(item: dict[str, Any]) -> Recorder:
         pending_uploads=int(item.get("pending_uploads", 0)),
         jibri=json.loads(item["jibri_json"]) if item.get("jibri_json") else None,
         expires_at=None if item.get("expires_at") is None else int(item["expires_at"]),
+        launch_kind=item.get("launch_kind"),
     )

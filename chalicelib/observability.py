@@ -7,6 +7,7 @@ import warnings
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
+from chalicelib.control import DecisionRecord
 from chalicelib.registry import Recorder
 
 # Not the Chalice app name: a logger named like the app would print every line twice.
@@ -35,3 +36,14 @@ def record_transition(before: Recorder | None, after: Recorder) -> None:
     with single_metric(name="RecorderTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
         metric.add_dimension(name="service", value=SERVICE)
         metric.add_dimension(name="to_state", value=after.state.value)
+
+
+def record_decision(record: DecisionRecord) -> None:
+    logger.info("pool decision", extra={"decision": record.view()})
+    metrics.add_metric(name="DesiredCapacity", unit=MetricUnit.Count, value=record.desired)
+    metrics.add_metric(name="BufferTarget", unit=MetricUnit.Count, value=record.buffer_target)
+    metrics.add_metric(name="RecordersDrained", unit=MetricUnit.Count, value=len(record.drained))
+    metrics.add_metric(name="RecordersTerminated", unit=MetricUnit.Count, value=len(record.terminated))
+    metrics.add_metric(name="RecordersIdle", unit=MetricUnit.Count, value=record.idle)
+    metrics.add_metric(name="RecordersBusy", unit=MetricUnit.Count, value=record.busy)
+    metrics.add_metric(name="RequestsQueued", unit=MetricUnit.Count, value=record.queued)

@@ -7,6 +7,7 @@ from typing import Any
 
 from chalicelib.autoscaling import AutoScaling
 from chalicelib.clock import iso
+from chalicelib.control import ControlStore
 from chalicelib.errors import BadRequest
 from chalicelib.registry import BadPageToken, Recorder, Registry
 from chalicelib.states import RecorderState
@@ -80,4 +81,11 @@ def _recorder_view(recorder: Recorder, now: float, stale_after: float) -> dict[s
         "last_heartbeat_at": iso(recorder.last_heartbeat_at) if recorder.last_heartbeat_at is not None else None,
         "state_changed_at": iso(recorder.state_changed_at),
         "created_at": iso(recorder.created_at),
+    }
+
+
+def control_view(control: ControlStore, decisions: int) -> dict[str, Any]:
+    return {
+        "scale_in_paused": control.paused(),
+        "decisions": [{**d.view(), "at": iso(d.at)} for d in control.latest_decisions(decisions)],
     }

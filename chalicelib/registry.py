@@ -32,6 +32,7 @@ class Recorder:
     pending_uploads: int = 0
     jibri: dict[str, Any] | None = field(default=None, compare=False)
     expires_at: int | None = None
+    launch_kind: str | None = None  # "cold" or "warm" (from the warm pool), when the launch was seen
 
     def is_stale(self, now: float, stale_after: float) -> bool:
         seen = self.last_heartbeat_at if self.last_heartbeat_at is not None else self.created_at

@@ -13,8 +13,11 @@ import boto3
 from chalicelib.autoscaling import AutoScaling, Boto3AutoScaling
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
+from chalicelib.control import ControlStore, DynamoDBControlStore
+from chalicelib.demand import DemandStore, DynamoDBDemandStore
 from chalicelib.dynamodb_registry import DynamoDBRegistry
-from chalicelib.observability import record_transition
+from chalicelib.evaluator import Evaluator, EvaluatorOptions
+from chalicelib.observability import record_decision, record_transition
 from chalicelib.registry import Registry
 from chalicelib.status import StatusService
 
@@ -26,10 +29,15 @@ class Runtime:
         registry: Registry | None = None,
         autoscaling: AutoScaling | None = None,
         clock: Clock | None = None,
+        demand: DemandStore | None = None,
+        control: ControlStore | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._autoscaling = autoscaling
+        self._demand = demand
+        self._control = control
+        self._table: Any = None
         self.clock: Clock = clock or SystemClock()
 
     @property
@@ -39,11 +47,28 @@ class Runtime:
         return self._settings
 
     @property
+    def table(self) -> Any:
+        if self._table is None:
+            self._table = boto3.resource("dynamodb").Table(self.settings.table_name)
+        return self._table
+
+    @property
     def registry(self) -> Registry:
         if self._registry is None:
-            table: Any = boto3.resource("dynamodb").Table(self.settings.table_name)
-            self._registry = DynamoDBRegistry(table, self.settings.pool_name)
+            self._registry = DynamoDBRegistry(self.table, self.settings.pool_name)
         return self._registry
+
+    @property
+    def demand(self) -> DemandStore:
+        if self._demand is None:
+            self._demand = DynamoDBDemandStore(self.table, self.settings.pool_name)
+        return self._demand
+
+    @property
+    def control(self) -> ControlStore:
+        if self._control is None:
+            self._control = DynamoDBControlStore(self.table, self.settings.pool_name)
+        return self._control
 
     @property
     def autoscaling(self) -> AutoScaling:
@@ -52,4 +77,25 @@ class Runtime:
         return self._autoscaling
 
     def status_service(self) -> StatusService:
-        return StatusService(self.registry, self.autoscaling, self.clock, on_transition=record_transition)
+        return StatusService(
+            self.registry, self.autoscaling, self.clock, on_transition=record_transition, demand=self.demand
+        )
+
+    def evaluator(self) -> Evaluator:
+        settings = self.settings
+        options = EvaluatorOptions(
+            dry_run=settings.dry_run,
+            stale_after=float(settings.heartbeat_stale_seconds),
+            tombstone_seconds=settings.tombstone_days * 86_400,
+            apply_warm_pool=settings.warm_pool != "off",
+        )
+        return Evaluator(
+            self.registry,
+            self.autoscaling,
+            self.demand,
+            self.control,
+            self.clock,
+            settings.policy(),
+            options=options,
+            on_decision=record_decision,
+        )

@@ -10,6 +10,7 @@ from typing import Any
 
 from chalicelib.autoscaling import AutoScaling
 from chalicelib.clock import Clock
+from chalicelib.demand import DemandStore
 from chalicelib.errors import BadRequest, Forbidden, Gone
 from chalicelib.registry import LostRace, Recorder, Registry, transition
 from chalicelib.states import HOLDS_INSTANCE, RecorderState
@@ -127,11 +128,17 @@ class StatusService:
         autoscaling: AutoScaling,
         clock: Clock,
         on_transition: Callable[[Recorder | None, Recorder], None] | None = None,
+        demand: DemandStore | None = None,
+        count_busy_as_arrivals: bool = True,
     ) -> None:
         self._registry = registry
         self._autoscaling = autoscaling
         self._clock = clock
         self._on_transition = on_transition or (lambda before, after: None)
+        self._demand = demand
+        # Until requests come through the request endpoint, every recording Jicofo
+        # starts is an arrival; where requests are counted on arrival, pass False.
+        self._count_busy_as_arrivals = count_busy_as_arrivals
 
     def apply(self, instance_id: str, report: StatusReport) -> StatusReply:
         checked_membership = False
@@ -148,7 +155,7 @@ class StatusService:
                 result = self._registry.create(self._new_recorder(instance_id, report, now))
                 if isinstance(result, LostRace):
                     continue
-                self._on_transition(None, result.recorder)
+                self._changed(None, result.recorder, now)
                 return reply_for(result.recorder, applied=True)
             if current.state is S.TERMINATED:
                 raise Gone(f"instance {instance_id} was terminated; its reports are no longer accepted")
@@ -159,9 +166,19 @@ class StatusService:
             if isinstance(result, LostRace):
                 continue
             if updated.state is not current.state:
-                self._on_transition(current, result.recorder)
+                self._changed(current, result.recorder, now)
             return reply_for(result.recorder, applied=True)
         raise RuntimeError(f"recorder {instance_id} kept changing during {_MAX_SAVE_ATTEMPTS} attempts")
+
+    def _changed(self, before: Recorder | None, after: Recorder, now: float) -> None:
+        self._on_transition(before, after)
+        if self._demand is None:
+            return
+        if before is not None and before.state is S.LAUNCHING and after.state is S.IDLE:
+            self._demand.record_lead_time(before.launch_kind or "cold", now - before.created_at, now)
+        started = after.busy_status == "BUSY" and (before is None or before.busy_status != "BUSY")
+        if started and self._count_busy_as_arrivals:
+            self._demand.record_arrival(now)
 
     def _new_recorder(self, instance_id: str, report: StatusReport, now: float) -> Recorder:
         return Recorder(

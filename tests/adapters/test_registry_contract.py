@@ -67,6 +67,7 @@ def test_create_then_get_round_trips_every_field(registry: Registry) -> None:
         health="HEALTHY",
         pending_uploads=2,
         last_report_sent_at=NOW - 0.25,
+        launch_kind="warm",
         jibri={"status": {"busyStatus": "IDLE", "health": {"healthStatus": "HEALTHY", "details": {}}}, "n": 1.5},
     )
     stored = written(registry.create(original))

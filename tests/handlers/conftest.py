@@ -10,8 +10,10 @@ import pytest
 from chalice.local import LambdaContext
 
 import app as app_module
-from chalicelib.autoscaling import GroupSize
+from chalicelib.autoscaling import GroupInstance, GroupSize, GroupState
 from chalicelib.config import Settings
+from chalicelib.control import MemoryControlStore
+from chalicelib.demand import MemoryDemandStore
 from chalicelib.memory_registry import MemoryRegistry
 from chalicelib.runtime import Runtime
 from sim.clock import ManualClock
@@ -36,6 +38,19 @@ class FakeAutoScaling:
 
     def group_size(self) -> GroupSize:
         return GroupSize(desired=len(self.members), minimum=1, maximum=20)
+
+    def describe(self) -> GroupState:
+        instances = tuple(GroupInstance(i, "InService") for i in sorted(self.members))
+        return GroupState(self.group_size(), instances)
+
+    def set_desired_capacity(self, desired: int) -> None:
+        raise AssertionError("handlers never scale")
+
+    def terminate(self, instance_id: str) -> None:
+        raise AssertionError("handlers never terminate")
+
+    def put_warm_pool(self, min_size: int) -> None:
+        raise AssertionError("handlers never size the warm pool")
 
 
 class Api:
@@ -94,9 +109,32 @@ def registry() -> MemoryRegistry:
 
 
 @pytest.fixture
-def api(clock: ManualClock, group: FakeAutoScaling, registry: MemoryRegistry) -> Iterator[Api]:
+def demand() -> MemoryDemandStore:
+    return MemoryDemandStore()
+
+
+@pytest.fixture
+def control() -> MemoryControlStore:
+    return MemoryControlStore()
+
+
+@pytest.fixture
+def api(
+    clock: ManualClock,
+    group: FakeAutoScaling,
+    registry: MemoryRegistry,
+    demand: MemoryDemandStore,
+    control: MemoryControlStore,
+) -> Iterator[Api]:
     settings = Settings(table_name="unused", asg_name="jibri-dev", agent_role_name=AGENT_ROLE, pool_name="jibri-dev")
-    runtime = Runtime(settings=settings, registry=registry, autoscaling=group, clock=clock)
+    runtime = Runtime(
+        settings=settings,
+        registry=registry,
+        autoscaling=group,
+        clock=clock,
+        demand=demand,
+        control=control,
+    )
     previous, app_module.runtime = app_module.runtime, runtime
     try:
         yield Api(runtime)

@@ -1,0 +1,171 @@
+"""Demand tracking: arrivals in per-minute buckets and observed launch lead times.
+
+Two adapters, in memory and DynamoDB, behind one port. `demand_stats` turns what
+was observed into the policy's input.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from boto3.dynamodb.conditions import Key
+
+from chalicelib.policy import DemandStats, PolicySettings
+
+DAY = 86_400
+RECENT_WINDOWS = (600, 1800)  # seconds: a short window reacts to a surge, a long one to a steady rate
+HISTORY_DAYS = 7
+MIN_LEAD_OBSERVATIONS = 5  # launches seen before the learned lead time replaces the default
+LEAD_KINDS = ("cold", "warm")
+
+
+class DemandStore(Protocol):
+    def record_arrival(self, at: float, count: int = 1) -> None: ...
+
+    def arrivals(self, start: float, end: float) -> int:
+        """Arrivals in the minutes from start (inclusive) to end (exclusive)."""
+        ...
+
+    def had_arrivals_on_day(self, day_start: float) -> bool: ...
+
+    def record_lead_time(self, kind: str, seconds: float, at: float) -> None: ...
+
+    def lead_times(self, kind: str, limit: int = 50) -> list[float]:
+        """The latest observations, newest first."""
+        ...
+
+
+def _minute(at: float) -> int:
+    return int(at // 60)
+
+
+class MemoryDemandStore:
+    def __init__(self) -> None:
+        self._minutes: dict[int, int] = defaultdict(int)
+        self._days: dict[int, int] = defaultdict(int)
+        self._leads: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._lock = threading.Lock()
+
+    def record_arrival(self, at: float, count: int = 1) -> None:
+        with self._lock:
+            self._minutes[_minute(at)] += count
+            self._days[int(at // DAY)] += count
+
+    def arrivals(self, start: float, end: float) -> int:
+        first, last = _minute(start), _minute(end)
+        with self._lock:
+            if last - first < len(self._minutes):
+                return sum(self._minutes.get(m, 0) for m in range(first, last))
+            return sum(n for m, n in self._minutes.items() if first <= m < last)
+
+    def had_arrivals_on_day(self, day_start: float) -> bool:
+        with self._lock:
+            return self._days.get(int(day_start // DAY), 0) > 0
+
+    def record_lead_time(self, kind: str, seconds: float, at: float) -> None:
+        with self._lock:
+            self._leads[kind].append((at, seconds))
+            del self._leads[kind][:-200]
+
+    def lead_times(self, kind: str, limit: int = 50) -> list[float]:
+        with self._lock:
+            return [s for _, s in sorted(self._leads[kind], reverse=True)[:limit]]
+
+
+class DynamoDBDemandStore:
+    """Items beside the registry: ARRIVALS#<minute>, ARRIVALDAY#<day>, LEAD#<kind>#<ms>, all expiring by TTL."""
+
+    KEEP_ARRIVALS_SECONDS = 15 * DAY
+    KEEP_LEADS_SECONDS = 30 * DAY
+
+    def __init__(self, table: Any, pool: str) -> None:
+        self._table = table
+        self._pk = f"POOL#{pool}"
+
+    def record_arrival(self, at: float, count: int = 1) -> None:
+        expires = int(at) + self.KEEP_ARRIVALS_SECONDS
+        for sk in (f"ARRIVALS#{_minute(at):012d}", f"ARRIVALDAY#{int(at // DAY):08d}"):
+            self._table.update_item(
+                Key={"PK": self._pk, "SK": sk},
+                UpdateExpression="ADD arrivals :n SET expires_at = :e",
+                ExpressionAttributeValues={":n": count, ":e": expires},
+            )
+
+    def arrivals(self, start: float, end: float) -> int:
+        kwargs: dict[str, Any] = {
+            "KeyConditionExpression": Key("PK").eq(self._pk)
+            & Key("SK").between(f"ARRIVALS#{_minute(start):012d}", f"ARRIVALS#{_minute(end) - 1:012d}"),
+            "ProjectionExpression": "arrivals",
+        }
+        if _minute(end) <= _minute(start):
+            return 0
+        total = 0
+        while True:
+            page = self._table.query(**kwargs)
+            total += sum(int(item.get("arrivals", 0)) for item in page.get("Items", []))
+            if "LastEvaluatedKey" not in page:
+                return total
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def had_arrivals_on_day(self, day_start: float) -> bool:
+        item = self._table.get_item(Key={"PK": self._pk, "SK": f"ARRIVALDAY#{int(day_start // DAY):08d}"}).get("Item")
+        return bool(item and int(item.get("arrivals", 0)) > 0)
+
+    def record_lead_time(self, kind: str, seconds: float, at: float) -> None:
+        self._table.put_item(
+            Item={
+                "PK": self._pk,
+                "SK": f"LEAD#{kind}#{int(at * 1000):015d}",
+                "seconds": math.ceil(seconds),
+                "expires_at": int(at) + self.KEEP_LEADS_SECONDS,
+            }
+        )
+
+    def lead_times(self, kind: str, limit: int = 50) -> list[float]:
+        page = self._table.query(
+            KeyConditionExpression=Key("PK").eq(self._pk) & Key("SK").begins_with(f"LEAD#{kind}#"),
+            ScanIndexForward=False,
+            Limit=limit,
+        )
+        return [float(item["seconds"]) for item in page.get("Items", [])]
+
+
+def learned_lead(store: DemandStore, kind: str, default: float) -> float:
+    """The 90th percentile of recent launches once enough were seen: a slow launch is the one that hurts."""
+    seen = sorted(store.lead_times(kind))
+    if len(seen) < MIN_LEAD_OBSERVATIONS:
+        return default
+    return seen[min(len(seen) - 1, math.ceil(0.9 * len(seen)) - 1)]
+
+
+def demand_stats(
+    store: DemandStore,
+    now: float,
+    settings: PolicySettings,
+    booked: Callable[[float, float], int] = lambda start, end: 0,
+) -> DemandStats:
+    cold = learned_lead(store, "cold", settings.default_cold_lead_seconds)
+    warm = learned_lead(store, "warm", settings.default_warm_lead_seconds)
+    recent = max(store.arrivals(now - window, now + 60) / window for window in RECENT_WINDOWS)
+    horizon = cold + settings.lookahead_margin_seconds
+    return DemandStats(
+        recent_rate_per_second=recent,
+        history_rate_per_second=_history_rate(store, now, horizon),
+        booked=booked(now, now + horizon),
+        cold_lead_seconds=cold,
+        warm_lead_seconds=warm,
+    )
+
+
+def _history_rate(store: DemandStore, now: float, horizon: float) -> float | None:
+    """The mean rate over the coming `horizon` on the previous days that saw any demand at all."""
+    rates = []
+    for days_back in range(1, HISTORY_DAYS + 1):
+        then = now - days_back * DAY
+        if store.had_arrivals_on_day(then - then % DAY):
+            rates.append(store.arrivals(then, then + horizon) / horizon)
+    return sum(rates) / len(rates) if rates else None

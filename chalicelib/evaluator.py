@@ -1,0 +1,212 @@
+"""The evaluator: read the pool, decide with the policy, apply the decision.
+
+Scale-out raises desired capacity. Scale-in never lowers desired capacity and
+never lets the group choose: it moves chosen idle recorders to `draining`
+(a conditional write; a lost race drains nothing), their agents take Jibri
+out of service and report OFFLINE, and only then is each one terminated with
+desired capacity decremented. One evaluation runs per pool at a time; a
+trigger that arrives meanwhile is folded into a rerun.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from chalicelib.autoscaling import AutoScaling, GroupState
+from chalicelib.clock import Clock
+from chalicelib.control import ControlStore, DecisionRecord
+from chalicelib.demand import DemandStore, demand_stats
+from chalicelib.policy import Decision, IdleRecorder, PolicySettings, PoolSnapshot, decide
+from chalicelib.registry import Recorder, Registry, Written, transition
+from chalicelib.states import RecorderState
+
+S = RecorderState
+LEASE_SECONDS = 60.0
+MAX_RERUNS = 3
+_GONE_LIFECYCLES = ("Terminating", "Terminated", "Detaching", "Detached")
+
+
+@dataclass(frozen=True)
+class EvaluatorOptions:
+    dry_run: bool = False
+    stale_after: float = 90.0
+    tombstone_seconds: int = 7 * 86_400
+    decisions_kept_seconds: int = 7 * 86_400
+    apply_warm_pool: bool = False  # the group's warm pool is sized only where one is configured
+
+
+class Evaluator:
+    def __init__(
+        self,
+        registry: Registry,
+        autoscaling: AutoScaling,
+        demand: DemandStore,
+        control: ControlStore,
+        clock: Clock,
+        settings: PolicySettings,
+        *,
+        queued: Callable[[], int] = lambda: 0,
+        booked: Callable[[float, float], int] = lambda start, end: 0,
+        stale_after: float = 90.0,
+        options: EvaluatorOptions | None = None,
+        on_decision: Callable[[DecisionRecord], None] | None = None,
+    ) -> None:
+        self._registry = registry
+        self._autoscaling = autoscaling
+        self._demand = demand
+        self._control = control
+        self._clock = clock
+        self._settings = settings
+        self._queued = queued
+        self._booked = booked
+        self._options = options or EvaluatorOptions(
+            stale_after=stale_after, apply_warm_pool=settings.warm_pool != "off"
+        )
+        self._on_decision = on_decision or (lambda record: None)
+        self._last_warm_pool: int | None = None
+
+    def run(self, trigger: str = "schedule") -> Decision | None:
+        """Evaluate once (plus folded reruns). None when another run held the lease: it reruns for us."""
+        owner = uuid.uuid4().hex
+        if not self._control.acquire_lease(owner, self._clock.now(), LEASE_SECONDS):
+            return None
+        decision: Decision | None = None
+        try:
+            for attempt in range(MAX_RERUNS + 1):
+                decision = self._evaluate(trigger if attempt == 0 else "rerun")
+                if self._control.release_lease(owner) or attempt == MAX_RERUNS:
+                    break
+        except BaseException:
+            self._control.release_lease(owner)
+            raise
+        return decision
+
+    def _evaluate(self, trigger: str) -> Decision:
+        now = self._clock.now()
+        group = self._autoscaling.describe()
+        paused = self._control.paused()
+        act = not self._options.dry_run
+        recorders = self._reconcile(group, now, act)
+        terminated = self._terminate_drained(recorders, now) if act and not paused else ()
+        snapshot = self._snapshot(group, recorders, now)
+        stats = demand_stats(self._demand, now, self._settings, self._booked)
+        decision = decide(snapshot, stats, self._settings)
+        drained: tuple[str, ...] = ()
+        if act:
+            if decision.desired > group.size.desired:
+                self._autoscaling.set_desired_capacity(decision.desired)
+            if not paused:
+                drained = self._drain(decision.drain, now)
+            if self._options.apply_warm_pool and decision.warm_pool_size != self._last_warm_pool:
+                self._autoscaling.put_warm_pool(decision.warm_pool_size)
+                self._last_warm_pool = decision.warm_pool_size
+        reason = decision.reason + ("; scale-in paused" if paused else "") + ("; dry run" if not act else "")
+        record = DecisionRecord(
+            at=now,
+            trigger=trigger,
+            desired=decision.desired,
+            previous_desired=group.size.desired,
+            drained=drained,
+            terminated=terminated,
+            warm_pool_size=decision.warm_pool_size,
+            buffer_target=decision.buffer_target,
+            idle=len(snapshot.idle),
+            busy=snapshot.busy,
+            queued=snapshot.queued,
+            reason=reason,
+            acted=act and not paused,
+        )
+        self._control.append_decision(record, self._options.decisions_kept_seconds)
+        self._on_decision(record)
+        return decision
+
+    def _reconcile(self, group: GroupState, now: float, act: bool) -> dict[str, Recorder]:
+        """The live recorders, after registering new group instances and burying vanished ones."""
+        present = {i.instance_id: i for i in group.instances if i.lifecycle_state not in _GONE_LIFECYCLES}
+        live = {r.instance_id: r for r in self._registry.list_all() if r.state is not S.TERMINATED}
+        if not act:
+            return live
+        for instance_id, instance in present.items():
+            if instance_id in live:
+                continue
+            created = self._registry.create(
+                Recorder(
+                    pool=self._registry.pool,
+                    instance_id=instance_id,
+                    state=S.LAUNCHING,
+                    created_at=now,
+                    updated_at=now,
+                    state_changed_at=now,
+                    launch_kind="warm" if instance.from_warm_pool else "cold",
+                )
+            )
+            if isinstance(created, Written):
+                live[instance_id] = created.recorder
+        for instance_id, recorder in list(live.items()):
+            # A recorder written since the group was described may be newer than that description.
+            if instance_id in present or recorder.state is S.WARM or recorder.updated_at >= now:
+                continue
+            expires = int(now) + self._options.tombstone_seconds
+            if isinstance(
+                self._registry.save(recorder, transition(recorder, S.TERMINATED, now, expires_at=expires)), Written
+            ):
+                del live[instance_id]
+        return live
+
+    def _terminate_drained(self, recorders: dict[str, Recorder], now: float) -> tuple[str, ...]:
+        done = []
+        for recorder in recorders.values():
+            if not (
+                recorder.state is S.DRAINING and recorder.busy_status == "OFFLINE" and recorder.pending_uploads == 0
+            ):
+                continue
+            # The write fails if any report came in since we read it: then nothing is terminated.
+            result = self._registry.save(recorder, transition(recorder, S.TERMINATING, now))
+            if isinstance(result, Written):
+                self._autoscaling.terminate(recorder.instance_id)
+                recorders[recorder.instance_id] = result.recorder
+                done.append(recorder.instance_id)
+        return tuple(done)
+
+    def _drain(self, chosen: tuple[str, ...], now: float) -> tuple[str, ...]:
+        drained = []
+        for instance_id in chosen:
+            current = self._registry.get(instance_id)
+            if current is None or current.state is not S.IDLE:
+                continue
+            if isinstance(self._registry.save(current, transition(current, S.DRAINING, now)), Written):
+                drained.append(instance_id)
+        return tuple(drained)
+
+    def _snapshot(self, group: GroupState, recorders: dict[str, Recorder], now: float) -> PoolSnapshot:
+        idle: list[IdleRecorder] = []
+        busy = launching = leaving = 0
+        stale_after = self._options.stale_after
+        for recorder in recorders.values():
+            state = recorder.effective_state(now, stale_after)
+            if state is S.IDLE:
+                idle.append(IdleRecorder(recorder.instance_id, recorder.state_changed_at))
+            elif state in (S.BUSY, S.RESERVED):
+                busy += 1
+            elif state is S.LAUNCHING:
+                launching += 1
+            elif state in (S.DRAINING, S.TERMINATING, S.UNHEALTHY):
+                leaving += 1
+        # Desired capacity not yet backed by any instance is capacity on its way too.
+        unstarted = max(
+            0, group.size.desired - sum(1 for i in group.instances if i.lifecycle_state not in _GONE_LIFECYCLES)
+        )
+        return PoolSnapshot(
+            now=now,
+            desired=group.size.desired,
+            minimum=group.size.minimum,
+            maximum=group.size.maximum,
+            idle=tuple(idle),
+            busy=busy,
+            launching=launching + unstarted,
+            leaving=leaving,
+            warm=group.warm_pool_size,
+            queued=self._queued(),
+        )

@@ -1,0 +1,144 @@
+"""The scaling policy: a pure function from a pool snapshot and demand to a decision.
+
+No AWS here. The evaluator gathers the inputs and applies the decision; the
+simulator calls the same function. Every knob is in `PolicySettings`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from chalicelib.schedule import ScheduleOverride, min_idle_at
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    # Idle recorders kept at all times, whatever the forecast says: the first request of
+    # a quiet period is served at once. 1 costs one instance around the clock.
+    min_idle: int = 1
+    # Probability that the idle buffer covers every arrival during the provisioning lead
+    # time (Poisson). 0.995 is what "served immediately" targets; lower is cheaper.
+    service_level: float = 0.995
+    # An idle recorder is drained only after being idle this long while the pool has
+    # surplus: long enough to ride out the gap between two meetings of a series.
+    scale_in_hold_seconds: float = 600.0
+    # At most this many recorders are drained per evaluation, so a forecast dip never
+    # empties the pool at once.
+    max_scale_in_step: int = 2
+    # Lead times used until enough launches have been observed (see demand tracking).
+    default_cold_lead_seconds: float = 240.0
+    default_warm_lead_seconds: float = 45.0
+    # Warm pool: "auto" sizes it from the forecast, "off" keeps none, or a fixed number.
+    warm_pool: str = "auto"
+    # Extra time on top of the lead time over which booked and historical demand is
+    # looked ahead, so capacity is idle when a booked meeting starts.
+    lookahead_margin_seconds: float = 300.0
+    schedule: tuple[ScheduleOverride, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class IdleRecorder:
+    instance_id: str
+    idle_since: float
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    now: float
+    desired: int
+    minimum: int
+    maximum: int
+    idle: tuple[IdleRecorder, ...]
+    busy: int  # busy and reserved: held by a recording or a ticket
+    launching: int  # in the group, not yet ready: capacity already on its way
+    leaving: int  # draining, terminating or unhealthy: in the group, serving nobody
+    warm: int  # instances parked in the warm pool
+    queued: int  # requests waiting for a recorder
+
+
+@dataclass(frozen=True)
+class DemandStats:
+    recent_rate_per_second: float  # arrivals per second lately
+    history_rate_per_second: float | None  # the same slot on previous days, when a pattern exists
+    booked: int  # announced requests starting within the look-ahead window
+    cold_lead_seconds: float
+    warm_lead_seconds: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired: int
+    drain: tuple[str, ...]
+    warm_pool_size: int
+    buffer_target: int
+    reason: str
+
+
+def poisson_quantile(mean: float, level: float) -> int:
+    """The smallest k with P(X <= k) >= level for X ~ Poisson(mean)."""
+    if mean <= 0:
+        return 0
+    term = math.exp(-mean)
+    if term == 0.0:  # far in the tail of the normal approximation
+        return math.ceil(mean + 6 * math.sqrt(mean))
+    k, total = 0, term
+    while total < level:
+        k += 1
+        term *= mean / k
+        total += term
+    return k
+
+
+def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings) -> Decision:
+    rate = demand.recent_rate_per_second
+    why: list[str] = []
+    if demand.history_rate_per_second is not None and demand.history_rate_per_second > rate:
+        rate = demand.history_rate_per_second
+        why.append("history of this time slot")
+    warm_pool_size = _warm_pool_size(rate, demand, settings)
+    lead = demand.warm_lead_seconds if min(snapshot.warm, warm_pool_size) > 0 else demand.cold_lead_seconds
+    expected = rate * lead
+    floor = max(settings.min_idle, min_idle_at(settings.schedule, snapshot.now))
+    forecast = poisson_quantile(expected, settings.service_level)
+    buffer = max(floor, forecast) + demand.booked + snapshot.queued
+    why.insert(
+        0,
+        f"buffer {buffer} = max(min_idle {floor}, forecast {forecast} for {expected:.2f} arrivals in {lead:.0f} s)"
+        f" + booked {demand.booked} + queued {snapshot.queued}",
+    )
+
+    ready = len(snapshot.idle) + snapshot.launching
+    desired = snapshot.desired
+    drain: tuple[str, ...] = ()
+    if ready < buffer:
+        desired = max(desired, snapshot.busy + snapshot.leaving + buffer)
+        why.append(f"scale out to {desired}: {ready} idle or launching < buffer {buffer}")
+    elif ready > buffer:
+        surplus = min(
+            ready - buffer, len(snapshot.idle), settings.max_scale_in_step, max(0, snapshot.desired - snapshot.minimum)
+        )
+        held = [r for r in snapshot.idle if snapshot.now - r.idle_since >= settings.scale_in_hold_seconds]
+        held.sort(key=lambda r: (r.idle_since, r.instance_id))
+        drain = tuple(r.instance_id for r in held[:surplus])
+        if drain:
+            why.append(f"drain {len(drain)}: {ready} idle or launching > buffer {buffer}")
+        else:
+            why.append(f"surplus of {ready - buffer} held: none idle for {settings.scale_in_hold_seconds:.0f} s")
+    else:
+        why.append("at buffer")
+    clamped = min(max(desired, snapshot.minimum), snapshot.maximum)
+    if clamped != desired:
+        why.append(f"clamped to [{snapshot.minimum}, {snapshot.maximum}]")
+    return Decision(
+        desired=clamped, drain=drain, warm_pool_size=warm_pool_size, buffer_target=buffer, reason="; ".join(why)
+    )
+
+
+def _warm_pool_size(rate: float, demand: DemandStats, settings: PolicySettings) -> int:
+    if settings.warm_pool == "off":
+        return 0
+    if settings.warm_pool != "auto":
+        return int(settings.warm_pool)
+    # Enough stopped instances to cover what arrives while cold ones boot, plus booked starts.
+    return max(1, poisson_quantile(rate * demand.cold_lead_seconds, settings.service_level)) + demand.booked
