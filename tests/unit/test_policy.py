@@ -1,0 +1,141 @@
+"""The scaling policy, rule by rule, on cases small enough to check by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from chalicelib.policy import DemandStats, IdleRecorder, PolicySettings, PoolSnapshot, decide, poisson_quantile
+from chalicelib.schedule import parse_schedule
+
+NOW = 1_795_000_000.0  # a Tuesday, 2026-11-17 08:26:40 UTC
+QUIET = DemandStats(0.0, None, 0, cold_lead_seconds=240.0, warm_lead_seconds=45.0)
+SETTINGS = PolicySettings(warm_pool="off")
+
+
+def snapshot(
+    idle: int = 0,
+    busy: int = 0,
+    launching: int = 0,
+    leaving: int = 0,
+    queued: int = 0,
+    desired: int | None = None,
+    minimum: int = 0,
+    maximum: int = 50,
+    idle_for: float = 3600.0,
+    warm: int = 0,
+) -> PoolSnapshot:
+    recorders = tuple(IdleRecorder(f"i-{n:02d}", NOW - idle_for - n) for n in range(idle))
+    total = idle + busy + launching + leaving
+    return PoolSnapshot(
+        NOW, total if desired is None else desired, minimum, maximum, recorders, busy, launching, leaving, warm, queued
+    )
+
+
+def rate(per_minute: float, history: float | None = None, booked: int = 0) -> DemandStats:
+    return DemandStats(per_minute / 60, None if history is None else history / 60, booked, 240.0, 45.0)
+
+
+@pytest.mark.parametrize(
+    ("mean", "level", "expected"),
+    [(0.0, 0.995, 0), (1.0, 0.5, 1), (1.0, 0.9, 2), (1.0, 0.995, 4), (4.0, 0.995, 10), (10.0, 0.995, 19)],
+)
+def test_poisson_quantile(mean: float, level: float, expected: int) -> None:
+    assert poisson_quantile(mean, level) == expected
+
+
+def test_poisson_quantile_of_a_huge_mean_stays_finite() -> None:
+    assert poisson_quantile(5000.0, 0.995) >= 5000
+    assert math.isfinite(poisson_quantile(1e6, 0.995))
+
+
+def test_quiet_pool_keeps_min_idle() -> None:
+    decision = decide(snapshot(idle=0), QUIET, SETTINGS)
+    assert (decision.desired, decision.buffer_target, decision.drain) == (1, 1, ())
+    assert "scale out to 1" in decision.reason
+
+
+def test_buffer_covers_arrivals_during_the_lead_time() -> None:
+    # 1 arrival per minute over a 240 s cold launch: mean 4, 99.5 % quantile 10.
+    decision = decide(snapshot(idle=3, busy=5), rate(1.0), SETTINGS)
+    assert decision.buffer_target == 10
+    assert decision.desired == 5 + 10
+
+
+def test_a_warm_pool_shortens_the_lead_time_and_the_buffer() -> None:
+    settings = PolicySettings(warm_pool="auto")
+    decision = decide(snapshot(idle=0, busy=5, warm=3), rate(1.0), settings)
+    # 45 s at 1/min: mean 0.75, 99.5 % quantile 4.
+    assert decision.buffer_target == 4
+    assert decision.warm_pool_size == 10  # covers the cold lead time at the service level
+
+
+def test_launches_in_flight_count_toward_the_buffer() -> None:
+    decision = decide(snapshot(idle=1, launching=9, busy=5), rate(1.0), SETTINGS)
+    assert decision.desired == 15 and decision.drain == ()
+
+
+def test_queued_and_booked_requests_add_to_the_buffer() -> None:
+    decision = decide(snapshot(idle=1, queued=3), rate(0.0, booked=2), SETTINGS)
+    assert decision.buffer_target == 1 + 2 + 3
+    assert decision.desired == 6
+
+
+def test_history_raises_the_buffer_ahead_of_a_known_peak() -> None:
+    calm = decide(snapshot(idle=1), rate(0.0), SETTINGS)
+    ahead = decide(snapshot(idle=1), rate(0.0, history=2.0), SETTINGS)
+    assert calm.buffer_target == 1
+    assert ahead.buffer_target == poisson_quantile(8.0, 0.995) and "history" in ahead.reason
+
+
+def test_history_never_lowers_the_buffer_below_what_is_arriving_now() -> None:
+    decision = decide(snapshot(idle=1), rate(1.0, history=0.1), SETTINGS)
+    assert decision.buffer_target == 10
+
+
+def test_schedule_override_raises_min_idle_in_its_zone() -> None:
+    schedule = parse_schedule("mon-fri 08:00-18:00 min_idle=5", "Europe/Berlin")  # 09:26 in Berlin
+    decision = decide(snapshot(idle=1), QUIET, dataclasses.replace(SETTINGS, schedule=schedule))
+    assert decision.buffer_target == 5
+    elsewhere = parse_schedule("mon-fri 08:00-18:00 min_idle=5", "America/New_York")  # 03:26 there
+    assert decide(snapshot(idle=1), QUIET, dataclasses.replace(SETTINGS, schedule=elsewhere)).buffer_target == 1
+
+
+def test_scale_in_drains_only_idle_recorders_held_long_enough_oldest_first_by_a_bounded_step() -> None:
+    snap = snapshot(idle=6, busy=4)
+    decision = decide(snap, QUIET, SETTINGS)
+    assert decision.drain == ("i-05", "i-04")  # the two idle longest
+    assert decision.desired == snap.desired  # desired falls as each drained recorder is terminated
+
+
+def test_scale_in_waits_for_the_hold_time() -> None:
+    assert decide(snapshot(idle=6, idle_for=599.0 - 6), QUIET, SETTINGS).drain == ()
+    assert "held" in decide(snapshot(idle=6, idle_for=300.0), QUIET, SETTINGS).reason
+
+
+def test_scale_in_never_goes_below_the_group_minimum() -> None:
+    decision = decide(snapshot(idle=3, minimum=2), QUIET, SETTINGS)
+    assert len(decision.drain) == 1
+
+
+def test_desired_is_clamped_to_the_group_maximum() -> None:
+    decision = decide(snapshot(busy=48, maximum=50), rate(1.0), SETTINGS)
+    assert decision.desired == 50 and "clamped" in decision.reason
+
+
+def test_desired_is_never_lowered_by_the_policy() -> None:
+    decision = decide(snapshot(idle=2, desired=9), QUIET, SETTINGS)
+    assert decision.desired == 9
+
+
+def test_no_flapping_a_steady_pool_at_its_buffer_does_nothing() -> None:
+    decision = decide(snapshot(idle=10, busy=5), rate(1.0), SETTINGS)
+    assert (decision.desired, decision.drain) == (15, ())
+    assert "at buffer" in decision.reason
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("off", 0), ("7", 7), ("auto", 10)])
+def test_warm_pool_size(mode: str, expected: int) -> None:
+    assert decide(snapshot(idle=1), rate(1.0), PolicySettings(warm_pool=mode)).warm_pool_size == expected
