@@ -163,7 +163,7 @@ class RacingRegistry(MemoryRegistry):
 
     def save(self, expected: Recorder, updated: Recorder) -> WriteResult:
         if self.race and updated.state is self.race[0] and self.status:
-            target, report = self.race
+            _target, report = self.race
             self.race = None
             self.status.apply(expected.instance_id, report)
         return super().save(expected, updated)
