@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import boto3
 import pytest
+from botocore.stub import Stubber
 
 from chalicelib.autoscaling import Boto3AutoScaling
-from sim.aws import create_group
+from sim.aws import create_group, group_instances
 
 
 def test_membership_and_size(aws, unique: str) -> None:  # type: ignore[no-untyped-def]
@@ -22,3 +24,47 @@ def test_membership_and_size(aws, unique: str) -> None:  # type: ignore[no-untyp
 def test_a_missing_group_is_named(aws, unique: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(LookupError, match=f"nope-{unique}"):
         Boto3AutoScaling(aws.client("autoscaling"), f"nope-{unique}").group_size()
+
+
+def test_describe_set_desired_and_terminate_on_moto(aws, unique: str) -> None:  # type: ignore[no-untyped-def]
+    members = create_group(aws, f"jibri-{unique}", desired=3, maximum=8)
+    group = Boto3AutoScaling(aws.client("autoscaling"), f"jibri-{unique}")
+    state = group.describe()
+    assert sorted(i.instance_id for i in state.instances) == members
+    assert all(i.lifecycle_state == "InService" and not i.protected for i in state.instances)
+    group.set_desired_capacity(5)
+    assert group.group_size().desired == 5
+    group.terminate(members[0])
+    assert group.group_size().desired == 4
+    assert members[0] not in group_instances(aws, f"jibri-{unique}")
+
+
+def test_exact_requests_to_auto_scaling() -> None:
+    client = boto3.client("autoscaling", region_name="us-east-1")
+    group = Boto3AutoScaling(client, "jibri-dev")
+    with Stubber(client) as stub:
+        stub.add_response(
+            "terminate_instance_in_auto_scaling_group",
+            {
+                "Activity": {
+                    "ActivityId": "a",
+                    "AutoScalingGroupName": "jibri-dev",
+                    "Cause": "c",
+                    "StartTime": "2026-11-24T00:00:00Z",
+                    "StatusCode": "InProgress",
+                }
+            },
+            {"InstanceId": "i-0123456789abcdef0", "ShouldDecrementDesiredCapacity": True},
+        )
+        stub.add_response(
+            "set_desired_capacity",
+            {},
+            {"AutoScalingGroupName": "jibri-dev", "DesiredCapacity": 7, "HonorCooldown": False},
+        )
+        stub.add_response(
+            "put_warm_pool", {}, {"AutoScalingGroupName": "jibri-dev", "MinSize": 4, "PoolState": "Stopped"}
+        )
+        group.terminate("i-0123456789abcdef0")
+        group.set_desired_capacity(7)
+        group.put_warm_pool(4)
+        stub.assert_no_pending_responses()

@@ -31,6 +31,7 @@ class FakeAutoScaling:
         self.group_name = "jibri-dev"
         self.members = members
         self.membership_checks: list[str] = []
+        self.calls: list[tuple[str, object]] = []
 
     def is_member(self, instance_id: str) -> bool:
         self.membership_checks.append(instance_id)
@@ -44,13 +45,13 @@ class FakeAutoScaling:
         return GroupState(self.group_size(), instances)
 
     def set_desired_capacity(self, desired: int) -> None:
-        raise AssertionError("handlers never scale")
+        self.calls.append(("desired", desired))
 
     def terminate(self, instance_id: str) -> None:
-        raise AssertionError("handlers never terminate")
+        self.calls.append(("terminate", instance_id))
 
     def put_warm_pool(self, min_size: int) -> None:
-        raise AssertionError("handlers never size the warm pool")
+        self.calls.append(("warm_pool", min_size))
 
 
 class Api:
