@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 
 from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib.control import DecisionRecord
 from chalicelib.registry import Recorder
@@ -33,9 +33,8 @@ def record_transition(before: Recorder | None, after: Recorder) -> None:
         "recorder transition",
         extra={"instance_id": after.instance_id, "from_state": source, "to_state": after.state.value},
     )
-    with single_metric(name="RecorderTransitions", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as metric:
-        metric.add_dimension(name="service", value=SERVICE)
-        metric.add_dimension(name="to_state", value=after.state.value)
+    metrics.add_metric(name="RecorderTransitions", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name=f"RecorderTransitionsTo{after.state.value.capitalize()}", unit=MetricUnit.Count, value=1)
 
 
 def record_decision(record: DecisionRecord) -> None:

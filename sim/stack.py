@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+from chalice.local import LambdaContext
 
 from agent.agent import Agent
 from agent.config import parse_config
@@ -19,9 +20,10 @@ from chalicelib.bootstrap import bootstrap
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
 from chalicelib.runtime import Runtime
-from sim.aws import FAKE_CREDENTIALS, MotoServer, create_group
+from sim.aws import FAKE_CREDENTIALS, MotoServer, create_group, group_instances
 from sim.client import signed_call
 from sim.credentials import CredentialIssuer, IssuedCredentials
+from sim.events import scheduled_event
 from sim.gateway import LocalGateway
 from sim.imds import FakeImds
 from sim.jibri import FakeJibri
@@ -67,8 +69,10 @@ class LocalStack:
         poll_interval_seconds: float = 0.2,
         report_interval_seconds: float = 5.0,
         agent_log_level: str = "INFO",
+        settings: dict[str, str] | None = None,
     ) -> None:
         self.agent_log_level = agent_log_level
+        self.extra_settings = settings or {}
         self.group_name = group_name
         self.group_size = group_size
         self.agent_role = agent_role
@@ -94,6 +98,7 @@ class LocalStack:
                 "ASG_NAME": self.group_name,
                 "POOL_NAME": self.group_name,
                 "AGENT_ROLE_NAME": self.agent_role,
+                **self.extra_settings,
             }
         )
         settings = Settings.from_env()
@@ -135,6 +140,20 @@ class LocalStack:
         self.recorders[instance_id] = recorder.start()
         return recorder
 
+    def evaluate(self) -> None:
+        """What the one-minute schedule does: EventBridge invokes the evaluator Lambda."""
+        event = scheduled_event("jibri-autoscaler-local-evaluate_pool-event", self.clock.now())
+        self._app_module.evaluate_pool(event, LambdaContext("jibri-autoscaler-local-evaluate_pool", 512))
+
+    def sync_recorders(self) -> tuple[list[str], list[str]]:
+        """Boot an agent on each new group instance and stop those the group terminated."""
+        in_group = set(group_instances(self.session, self.group_name))
+        started = [self.add_recorder(i).instance_id for i in sorted(in_group - set(self.recorders))]
+        stopped = sorted(set(self.recorders) - in_group)
+        for instance_id in stopped:
+            self.recorders.pop(instance_id).shutdown()
+        return started, stopped
+
     def pool(self, **query: str) -> dict[str, Any]:
         assert self.gateway is not None
         suffix = "?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else ""
@@ -145,7 +164,7 @@ class LocalStack:
 
     def protected(self, instance_id: str) -> bool:
         found = self.session.client("autoscaling").describe_auto_scaling_instances(InstanceIds=[instance_id])
-        return bool(found["AutoScalingInstances"][0]["ProtectedFromScaleIn"])
+        return any(i["ProtectedFromScaleIn"] for i in found["AutoScalingInstances"])
 
     def stop(self) -> None:
         for recorder in self.recorders.values():
