@@ -117,3 +117,27 @@ def test_an_agent_cannot_report_for_another_instance(stack: LocalStack) -> None:
     assert recorder_view(stack, theirs) is None
     status, body = signed_call("POST", f"{stack.gateway.url}/v1/recorders/{mine}/status", my_credentials, report)
     assert (status, body["state"]) == (200, "idle")
+
+
+def test_the_evaluator_drains_and_terminates_idle_recorders_only() -> None:
+    settings = {"SCALE_IN_HOLD_SECONDS": "0", "SERVICE_LEVEL": "0.5", "MIN_IDLE": "1"}
+    with LocalStack(group_name="jibri-e2e-scale-in", group_size=4, settings=settings) as stack:
+        stack.sync_recorders()
+        wait_until(lambda: stack.pool()["counts"]["idle"] == 4, "four recorders to register")
+        busy = stack.instance_ids[0]
+        stack.recorders[busy].jibri.set_busy_status("BUSY")
+        wait_until(in_state(stack, busy, "busy"), "the recording to start")
+
+        stack.evaluate()  # buffer 1: three idle is a surplus of two
+        draining = [r["instance_id"] for r in stack.pool(state="draining")["recorders"]]
+        assert len(draining) == 2 and busy not in draining
+        wait_until(
+            lambda: all((recorder_view(stack, i) or {}).get("busy_status") == "OFFLINE" for i in draining),
+            "the drained agents to take Jibri out of service",
+        )
+        stack.evaluate()
+        _, stopped = stack.sync_recorders()
+        assert sorted(stopped) == sorted(draining)
+        pool = stack.pool()
+        assert pool["group"]["desired"] == 2 and sorted(pool["decisions"][0]["terminated"]) == sorted(draining)
+        assert stack.protected(busy) and recorder_view(stack, busy)["state"] == "busy"  # type: ignore[index]
