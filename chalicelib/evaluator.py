@@ -97,6 +97,9 @@ class Evaluator:
         if act:
             if decision.desired > group.size.desired:
                 self._autoscaling.set_desired_capacity(decision.desired)
+                # Register the launches now where the group shows them already, so their
+                # lead time is measured from here rather than from the next run.
+                self._reconcile(self._autoscaling.describe(), now, act)
             if not paused:
                 drained = self._drain(decision.drain, now)
             if self._options.apply_warm_pool and decision.warm_pool_size != self._last_warm_pool:

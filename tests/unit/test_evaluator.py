@@ -41,6 +41,8 @@ class FakeGroup:
 
     def set_desired_capacity(self, desired: int) -> None:
         self.calls.append(("desired", desired))
+        for n in range(len(self.instances), desired):  # launched at once, as the simulated group does
+            self.instances[f"i-new{n}"] = GroupInstance(f"i-new{n}", "Pending")
         self.desired = desired
 
     def terminate(self, instance_id: str) -> None:
@@ -109,11 +111,13 @@ def test_group_instances_it_does_not_know_are_registered_as_launching() -> None:
     assert world.demand.lead_times("warm") == [pytest.approx(50.0)]
 
 
-def test_scale_out_raises_desired_capacity_for_the_buffer() -> None:
+def test_scale_out_raises_desired_capacity_for_the_buffer_and_registers_the_launches() -> None:
     world = idle_pool(3, busy=3)
     decision = world.evaluator.run()
     assert decision is not None and decision.desired == 4
     assert world.group.calls == [("desired", 4)]
+    launched = world.registry.get("i-new3")
+    assert launched is not None and launched.state is S.LAUNCHING and launched.created_at == world.clock.now()
 
 
 def test_scale_in_only_ever_drains_idle_recorders() -> None:
