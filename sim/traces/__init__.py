@@ -1,0 +1,1 @@
+"""Reference demand traces and their seeded generator."""
