@@ -44,7 +44,7 @@ class Settings:
     tombstone_days: int = 7
     min_idle: int = 1
     service_level: float = 0.995
-    scale_in_hold_seconds: int = 600
+    scale_in_hold_seconds: int = 300
     max_scale_in_step: int = 2
     cold_launch_seconds: int = 240
     warm_start_seconds: int = 45
@@ -89,7 +89,7 @@ class Settings:
             tombstone_days=reader.integer("TOMBSTONE_DAYS", 7, minimum=1, maximum=365),
             min_idle=reader.integer("MIN_IDLE", 1, minimum=0, maximum=1000),
             service_level=reader.number("SERVICE_LEVEL", 0.995, minimum=0.5, maximum=0.9999),
-            scale_in_hold_seconds=reader.integer("SCALE_IN_HOLD_SECONDS", 600, minimum=0, maximum=86_400),
+            scale_in_hold_seconds=reader.integer("SCALE_IN_HOLD_SECONDS", 300, minimum=0, maximum=86_400),
             max_scale_in_step=reader.integer("MAX_SCALE_IN_STEP", 2, minimum=1, maximum=100),
             cold_launch_seconds=reader.integer("COLD_LAUNCH_SECONDS", 240, minimum=10, maximum=3600),
             warm_start_seconds=reader.integer("WARM_START_SECONDS", 45, minimum=5, maximum=3600),

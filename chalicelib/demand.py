@@ -17,7 +17,10 @@ from boto3.dynamodb.conditions import Key
 from chalicelib.policy import DemandStats, PolicySettings
 
 DAY = 86_400
-RECENT_WINDOWS = (600, 1800)  # seconds: a short window reacts to a surge, a long one to a steady rate
+# The rate is the last hour's, or the last 10 minutes' when they hold a surge: at least
+# SURGE_ARRIVALS arrivals. Fewer than that in 10 minutes is noise at night, not a trend.
+LONG_WINDOW, SHORT_WINDOW, SURGE_ARRIVALS = 3600, 600, 3
+PEAK_LOOKBACK = 2 * 3600  # the warm pool is sized for the busiest 10 minutes of the last two hours
 HISTORY_DAYS = 7
 MIN_LEAD_OBSERVATIONS = 5  # launches seen before the learned lead time replaces the default
 LEAD_KINDS = ("cold", "warm")
@@ -28,6 +31,10 @@ class DemandStore(Protocol):
 
     def arrivals(self, start: float, end: float) -> int:
         """Arrivals in the minutes from start (inclusive) to end (exclusive)."""
+        ...
+
+    def arrivals_by_minute(self, start: float, end: float) -> dict[int, int]:
+        """Per minute (epoch minute number) with any arrivals, from start to end as in `arrivals`."""
         ...
 
     def had_arrivals_on_day(self, day_start: float) -> bool: ...
@@ -56,11 +63,14 @@ class MemoryDemandStore:
             self._days[int(at // DAY)] += count
 
     def arrivals(self, start: float, end: float) -> int:
+        return sum(self.arrivals_by_minute(start, end).values())
+
+    def arrivals_by_minute(self, start: float, end: float) -> dict[int, int]:
         first, last = _minute(start), _minute(end)
         with self._lock:
             if last - first < len(self._minutes):
-                return sum(self._minutes.get(m, 0) for m in range(first, last))
-            return sum(n for m, n in self._minutes.items() if first <= m < last)
+                return {m: self._minutes[m] for m in range(first, last) if self._minutes.get(m)}
+            return {m: n for m, n in self._minutes.items() if first <= m < last and n}
 
     def had_arrivals_on_day(self, day_start: float) -> bool:
         with self._lock:
@@ -96,19 +106,23 @@ class DynamoDBDemandStore:
             )
 
     def arrivals(self, start: float, end: float) -> int:
+        return sum(self.arrivals_by_minute(start, end).values())
+
+    def arrivals_by_minute(self, start: float, end: float) -> dict[int, int]:
+        if _minute(end) <= _minute(start):
+            return {}
         kwargs: dict[str, Any] = {
             "KeyConditionExpression": Key("PK").eq(self._pk)
             & Key("SK").between(f"ARRIVALS#{_minute(start):012d}", f"ARRIVALS#{_minute(end) - 1:012d}"),
-            "ProjectionExpression": "arrivals",
+            "ProjectionExpression": "SK, arrivals",
         }
-        if _minute(end) <= _minute(start):
-            return 0
-        total = 0
+        found: dict[int, int] = {}
         while True:
             page = self._table.query(**kwargs)
-            total += sum(int(item.get("arrivals", 0)) for item in page.get("Items", []))
+            for item in page.get("Items", []):
+                found[int(item["SK"].split("#", 1)[1])] = int(item.get("arrivals", 0))
             if "LastEvaluatedKey" not in page:
-                return total
+                return found
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def had_arrivals_on_day(self, day_start: float) -> bool:
@@ -150,15 +164,28 @@ def demand_stats(
 ) -> DemandStats:
     cold = learned_lead(store, "cold", settings.default_cold_lead_seconds)
     warm = learned_lead(store, "warm", settings.default_warm_lead_seconds)
-    recent = max(store.arrivals(now - window, now + 60) / window for window in RECENT_WINDOWS)
+    minutes = store.arrivals_by_minute(now - PEAK_LOOKBACK, now + 60)
+    current = _minute(now)
+    long_count = sum(n for m, n in minutes.items() if m > current - LONG_WINDOW // 60)
+    short_count = sum(n for m, n in minutes.items() if m > current - SHORT_WINDOW // 60)
+    recent = max(long_count / LONG_WINDOW, short_count / SHORT_WINDOW if short_count >= SURGE_ARRIVALS else 0.0)
     horizon = cold + settings.lookahead_margin_seconds
     return DemandStats(
         recent_rate_per_second=recent,
+        peak_rate_per_second=max(recent, _peak_rate(minutes, window_minutes=SHORT_WINDOW // 60)),
         history_rate_per_second=_history_rate(store, now, horizon),
         booked=booked(now, now + horizon),
         cold_lead_seconds=cold,
         warm_lead_seconds=warm,
     )
+
+
+def _peak_rate(minutes: dict[int, int], window_minutes: int) -> float:
+    """Arrivals per second in the busiest run of `window_minutes` minutes."""
+    best = 0
+    for start in minutes:
+        best = max(best, sum(minutes.get(start + k, 0) for k in range(window_minutes)))
+    return best / (window_minutes * 60)
 
 
 def _history_rate(store: DemandStore, now: float, horizon: float) -> float | None:

@@ -21,8 +21,10 @@ class PolicySettings:
     # time (Poisson). 0.995 is what "served immediately" targets; lower is cheaper.
     service_level: float = 0.995
     # An idle recorder is drained only after being idle this long while the pool has
-    # surplus: long enough to ride out the gap between two meetings of a series.
-    scale_in_hold_seconds: float = 600.0
+    # surplus. Holding it costs its price per second; replacing it later costs a launch
+    # (about 240 s of billed boot, or a warm start plus refilling the pool), so holding
+    # for about that long is the cheaper bet either way (the ski-rental break-even).
+    scale_in_hold_seconds: float = 300.0
     # At most this many recorders are drained per evaluation, so a forecast dip never
     # empties the pool at once.
     max_scale_in_step: int = 2
@@ -34,6 +36,9 @@ class PolicySettings:
     # Extra time on top of the lead time over which booked and historical demand is
     # looked ahead, so capacity is idle when a booked meeting starts.
     lookahead_margin_seconds: float = 300.0
+    # Decisions come once a minute: capacity asked for now is ready one lead time after
+    # the next decision at worst, so the buffer covers the interval too.
+    evaluation_interval_seconds: float = 60.0
     schedule: tuple[ScheduleOverride, ...] = field(default_factory=tuple)
 
 
@@ -60,6 +65,7 @@ class PoolSnapshot:
 @dataclass(frozen=True)
 class DemandStats:
     recent_rate_per_second: float  # arrivals per second lately
+    peak_rate_per_second: float  # the busiest 10 minutes of the last hours: sizes the warm pool
     history_rate_per_second: float | None  # the same slot on previous days, when a pattern exists
     booked: int  # announced requests starting within the look-ahead window
     cold_lead_seconds: float
@@ -96,8 +102,15 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
     if demand.history_rate_per_second is not None and demand.history_rate_per_second > rate:
         rate = demand.history_rate_per_second
         why.append("history of this time slot")
-    warm_pool_size = _warm_pool_size(rate, demand, settings)
-    lead = demand.warm_lead_seconds if min(snapshot.warm, warm_pool_size) > 0 else demand.cold_lead_seconds
+    warm_pool_size = _warm_pool_size(max(rate, demand.peak_rate_per_second), demand, settings)
+    # Launches come from the warm pool only while it lasts: a pool smaller than what the
+    # buffer must absorb leaves the rest to cold launches.
+    warm_need = poisson_quantile(
+        rate * (demand.warm_lead_seconds + settings.evaluation_interval_seconds), settings.service_level
+    )
+    warm_enough = snapshot.warm > 0 and snapshot.warm >= warm_need
+    launch = demand.warm_lead_seconds if warm_enough else demand.cold_lead_seconds
+    lead = launch + settings.evaluation_interval_seconds
     expected = rate * lead
     floor = max(settings.min_idle, min_idle_at(settings.schedule, snapshot.now))
     forecast = poisson_quantile(expected, settings.service_level)
@@ -140,5 +153,7 @@ def _warm_pool_size(rate: float, demand: DemandStats, settings: PolicySettings) 
         return 0
     if settings.warm_pool != "auto":
         return int(settings.warm_pool)
-    # Enough stopped instances to cover what arrives while cold ones boot, plus booked starts.
+    # Enough stopped instances to cover what arrives while the pool refills (a cold launch),
+    # plus booked starts. Sized from the recent peak, so the pool is not refilled after every
+    # lull: each refill is a paid cold launch.
     return max(1, poisson_quantile(rate * demand.cold_lead_seconds, settings.service_level)) + demand.booked

@@ -137,3 +137,20 @@ def test_decisions_come_back_newest_first(control: ControlStore) -> None:
     latest = control.latest_decisions(3)
     assert [d.reason for d in latest] == ["run 4", "run 3", "run 2"]
     assert latest[0].drained == ("i-1",) and latest[0].at == NOW + 4
+
+
+def test_a_couple_of_arrivals_are_noise_three_in_ten_minutes_are_a_surge(demand: DemandStore) -> None:
+    settings = PolicySettings()
+    demand.record_arrival(NOW - 60)
+    demand.record_arrival(NOW)
+    assert demand_stats(demand, NOW, settings).recent_rate_per_second == pytest.approx(2 / 3600)
+    demand.record_arrival(NOW)
+    assert demand_stats(demand, NOW, settings).recent_rate_per_second == pytest.approx(3 / 600)
+
+
+def test_the_peak_rate_remembers_the_busiest_ten_minutes_of_the_last_two_hours(demand: DemandStore) -> None:
+    for n in range(12):  # 12 arrivals within 10 minutes, 90 minutes ago
+        demand.record_arrival(NOW - 5400 + 30 * n)
+    stats = demand_stats(demand, NOW, PolicySettings())
+    assert stats.recent_rate_per_second == 0.0  # older than the last hour
+    assert stats.peak_rate_per_second == pytest.approx(12 / 600)

@@ -11,7 +11,7 @@ from chalicelib.policy import DemandStats, IdleRecorder, PolicySettings, PoolSna
 from chalicelib.schedule import parse_schedule
 
 NOW = 1_795_000_000.0  # a Tuesday, 2026-11-17 08:26:40 UTC
-QUIET = DemandStats(0.0, None, 0, cold_lead_seconds=240.0, warm_lead_seconds=45.0)
+QUIET = DemandStats(0.0, 0.0, None, 0, cold_lead_seconds=240.0, warm_lead_seconds=45.0)
 SETTINGS = PolicySettings(warm_pool="off")
 
 
@@ -35,7 +35,7 @@ def snapshot(
 
 
 def rate(per_minute: float, history: float | None = None, booked: int = 0) -> DemandStats:
-    return DemandStats(per_minute / 60, None if history is None else history / 60, booked, 240.0, 45.0)
+    return DemandStats(per_minute / 60, per_minute / 60, None if history is None else history / 60, booked, 240.0, 45.0)
 
 
 @pytest.mark.parametrize(
@@ -57,24 +57,29 @@ def test_quiet_pool_keeps_min_idle() -> None:
     assert "scale out to 1" in decision.reason
 
 
-def test_buffer_covers_arrivals_during_the_lead_time() -> None:
-    # 1 arrival per minute over a 240 s cold launch: mean 4, 99.5 % quantile 10.
+def test_buffer_covers_arrivals_during_the_lead_time_and_the_evaluation_interval() -> None:
+    # 1 arrival per minute over a 240 s cold launch decided up to 60 s late: mean 5, 99.5 % quantile 12.
     decision = decide(snapshot(idle=3, busy=5), rate(1.0), SETTINGS)
-    assert decision.buffer_target == 10
-    assert decision.desired == 5 + 10
+    assert decision.buffer_target == 12
+    assert decision.desired == 5 + 12
 
 
 def test_a_warm_pool_shortens_the_lead_time_and_the_buffer() -> None:
     settings = PolicySettings(warm_pool="auto")
-    decision = decide(snapshot(idle=0, busy=5, warm=3), rate(1.0), settings)
-    # 45 s at 1/min: mean 0.75, 99.5 % quantile 4.
-    assert decision.buffer_target == 4
-    assert decision.warm_pool_size == 10  # covers the cold lead time at the service level
+    decision = decide(snapshot(idle=0, busy=5, warm=6), rate(1.0), settings)
+    # 45 s + 60 s at 1/min: mean 1.75, 99.5 % quantile 6, and the pool holds 6.
+    assert decision.buffer_target == 6
+    assert decision.warm_pool_size == 10  # covers a cold refill (240 s, mean 4) at the service level
+
+
+def test_a_warm_pool_too_small_for_the_buffer_leaves_it_to_cold_launches() -> None:
+    decision = decide(snapshot(idle=0, busy=5, warm=5), rate(1.0), PolicySettings(warm_pool="5"))
+    assert decision.buffer_target == 12
 
 
 def test_launches_in_flight_count_toward_the_buffer() -> None:
-    decision = decide(snapshot(idle=1, launching=9, busy=5), rate(1.0), SETTINGS)
-    assert decision.desired == 15 and decision.drain == ()
+    decision = decide(snapshot(idle=1, launching=11, busy=5), rate(1.0), SETTINGS)
+    assert decision.desired == 17 and decision.drain == ()
 
 
 def test_queued_and_booked_requests_add_to_the_buffer() -> None:
@@ -87,12 +92,12 @@ def test_history_raises_the_buffer_ahead_of_a_known_peak() -> None:
     calm = decide(snapshot(idle=1), rate(0.0), SETTINGS)
     ahead = decide(snapshot(idle=1), rate(0.0, history=2.0), SETTINGS)
     assert calm.buffer_target == 1
-    assert ahead.buffer_target == poisson_quantile(8.0, 0.995) and "history" in ahead.reason
+    assert ahead.buffer_target == 19 == poisson_quantile(10.0, 0.995) and "history" in ahead.reason
 
 
 def test_history_never_lowers_the_buffer_below_what_is_arriving_now() -> None:
     decision = decide(snapshot(idle=1), rate(1.0, history=0.1), SETTINGS)
-    assert decision.buffer_target == 10
+    assert decision.buffer_target == 12
 
 
 def test_schedule_override_raises_min_idle_in_its_zone() -> None:
@@ -111,8 +116,9 @@ def test_scale_in_drains_only_idle_recorders_held_long_enough_oldest_first_by_a_
 
 
 def test_scale_in_waits_for_the_hold_time() -> None:
-    assert decide(snapshot(idle=6, idle_for=599.0 - 6), QUIET, SETTINGS).drain == ()
-    assert "held" in decide(snapshot(idle=6, idle_for=300.0), QUIET, SETTINGS).reason
+    assert decide(snapshot(idle=6, idle_for=299.0 - 6), QUIET, SETTINGS).drain == ()
+    assert "held" in decide(snapshot(idle=6, idle_for=100.0), QUIET, SETTINGS).reason
+    assert decide(snapshot(idle=6, idle_for=300.0), QUIET, SETTINGS).drain == ("i-05", "i-04")
 
 
 def test_scale_in_never_goes_below_the_group_minimum() -> None:
@@ -131,8 +137,8 @@ def test_desired_is_never_lowered_by_the_policy() -> None:
 
 
 def test_no_flapping_a_steady_pool_at_its_buffer_does_nothing() -> None:
-    decision = decide(snapshot(idle=10, busy=5), rate(1.0), SETTINGS)
-    assert (decision.desired, decision.drain) == (15, ())
+    decision = decide(snapshot(idle=12, busy=5), rate(1.0), SETTINGS)
+    assert (decision.desired, decision.drain) == (17, ())
     assert "at buffer" in decision.reason
 
 
