@@ -84,7 +84,14 @@ class Boto3AutoScaling:
         )
 
     def put_warm_pool(self, min_size: int) -> None:
-        self._client.put_warm_pool(AutoScalingGroupName=self.group_name, MinSize=min_size, PoolState="Stopped")
+        # Equal MinSize and MaxGroupPreparedCapacity make the pool exactly this size; MinSize
+        # alone lets Auto Scaling keep max - desired instances warm.
+        self._client.put_warm_pool(
+            AutoScalingGroupName=self.group_name,
+            MinSize=min_size,
+            MaxGroupPreparedCapacity=min_size,
+            PoolState="Stopped",
+        )
 
     def _group(self) -> dict[str, Any]:
         groups = self._client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])

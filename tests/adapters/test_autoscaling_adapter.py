@@ -62,7 +62,9 @@ def test_exact_requests_to_auto_scaling() -> None:
             {"AutoScalingGroupName": "jibri-dev", "DesiredCapacity": 7, "HonorCooldown": False},
         )
         stub.add_response(
-            "put_warm_pool", {}, {"AutoScalingGroupName": "jibri-dev", "MinSize": 4, "PoolState": "Stopped"}
+            "put_warm_pool",
+            {},
+            {"AutoScalingGroupName": "jibri-dev", "MinSize": 4, "MaxGroupPreparedCapacity": 4, "PoolState": "Stopped"},
         )
         group.terminate("i-0123456789abcdef0")
         group.set_desired_capacity(7)
