@@ -11,6 +11,7 @@ from chalice.app import CloudWatchEvent, Request
 from chalicelib import observability
 from chalicelib.http import json_errors, read_json
 from chalicelib.identity import caller_from_context, require_agent_for
+from chalicelib.lifecycle import handle_lifecycle_event
 from chalicelib.pool import control_view, pool_view
 from chalicelib.runtime import Runtime
 from chalicelib.status import parse_report
@@ -54,6 +55,18 @@ def get_pool() -> dict[str, Any]:
 @app.schedule("rate(1 minute)", name="evaluate_pool")
 def evaluate_pool(event: CloudWatchEvent) -> None:
     runtime.evaluator().run("schedule")
+
+
+@app.on_cw_event(
+    {
+        "source": ["aws.autoscaling"],
+        "detail-type": ["EC2 Instance-launch Lifecycle Action", "EC2 Instance-terminate Lifecycle Action"],
+    },
+    name="on_lifecycle_action",
+)
+def on_lifecycle_action(event: CloudWatchEvent) -> None:
+    outcome = handle_lifecycle_event(runtime.lifecycle(), event.to_dict())
+    observability.logger.info("lifecycle action", extra={"outcome": outcome})
 
 
 def _request() -> Request:

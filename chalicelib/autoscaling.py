@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from botocore.exceptions import ClientError
+
 
 @dataclass(frozen=True)
 class GroupSize:
@@ -46,6 +48,23 @@ class AutoScaling(Protocol):
         ...
 
     def put_warm_pool(self, min_size: int) -> None: ...
+
+    def complete_lifecycle_action(self, hook_name: str, token: str, instance_id: str, result: str) -> None:
+        """Finish a lifecycle action with CONTINUE or ABANDON."""
+        ...
+
+    def record_lifecycle_action_heartbeat(self, hook_name: str, token: str, instance_id: str) -> None: ...
+
+    def set_instance_health(self, instance_id: str, healthy: bool) -> None: ...
+
+    def set_instance_protection(self, instance_ids: list[str], protected: bool) -> None: ...
+
+
+class LifecycleActionGone(Exception):
+    """Auto Scaling no longer knows the action: it was completed, abandoned or timed out."""
+
+
+PROTECTION_BATCH = 50  # SetInstanceProtection takes at most 50 instance ids
 
 
 class Boto3AutoScaling:
@@ -92,6 +111,52 @@ class Boto3AutoScaling:
             MaxGroupPreparedCapacity=min_size,
             PoolState="Stopped",
         )
+
+    def complete_lifecycle_action(self, hook_name: str, token: str, instance_id: str, result: str) -> None:
+        self._lifecycle_call(
+            self._client.complete_lifecycle_action,
+            LifecycleHookName=hook_name,
+            AutoScalingGroupName=self.group_name,
+            LifecycleActionToken=token,
+            LifecycleActionResult=result,
+            InstanceId=instance_id,
+        )
+
+    def record_lifecycle_action_heartbeat(self, hook_name: str, token: str, instance_id: str) -> None:
+        self._lifecycle_call(
+            self._client.record_lifecycle_action_heartbeat,
+            LifecycleHookName=hook_name,
+            AutoScalingGroupName=self.group_name,
+            LifecycleActionToken=token,
+            InstanceId=instance_id,
+        )
+
+    def set_instance_health(self, instance_id: str, healthy: bool) -> None:
+        self._client.set_instance_health(
+            InstanceId=instance_id, HealthStatus="Healthy" if healthy else "Unhealthy", ShouldRespectGracePeriod=False
+        )
+
+    def set_instance_protection(self, instance_ids: list[str], protected: bool) -> None:
+        for start in range(0, len(instance_ids), PROTECTION_BATCH):
+            self._client.set_instance_protection(
+                InstanceIds=instance_ids[start : start + PROTECTION_BATCH],
+                AutoScalingGroupName=self.group_name,
+                ProtectedFromScaleIn=protected,
+            )
+
+    def _lifecycle_call(self, call: Any, **params: Any) -> None:
+        try:
+            call(**params)
+        except ClientError as error:
+            # Auto Scaling answers ValidationError "No active Lifecycle Action found" once the
+            # action is over: a duplicate or late completion, not a failure.
+            message = error.response.get("Error", {}).get("Message", "")
+            if (
+                error.response.get("Error", {}).get("Code") == "ValidationError"
+                and "No active Lifecycle Action" in message
+            ):
+                raise LifecycleActionGone(message) from error
+            raise
 
     def _group(self) -> dict[str, Any]:
         groups = self._client.describe_auto_scaling_groups(AutoScalingGroupNames=[self.group_name])

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from chalicelib.lifecycle import LifecycleSettings
 from chalicelib.policy import PolicySettings
 from chalicelib.schedule import ScheduleError, ScheduleOverride, parse_schedule
 
@@ -52,6 +53,14 @@ class Settings:
     schedule: tuple[ScheduleOverride, ...] = ()
     dry_run: bool = False
     decisions_shown: int = 10
+    lifecycle_heartbeat_timeout_seconds: int = 7200
+    launch_timeout_seconds: int = 900
+
+    def lifecycle(self) -> LifecycleSettings:
+        return LifecycleSettings(
+            heartbeat_timeout_seconds=self.lifecycle_heartbeat_timeout_seconds,
+            launch_timeout_seconds=self.launch_timeout_seconds,
+        )
 
     def policy(self) -> PolicySettings:
         return PolicySettings(
@@ -97,6 +106,10 @@ class Settings:
             schedule=reader.schedule("SCHEDULE", "SCHEDULE_TZ"),
             dry_run=reader.boolean("DRY_RUN", False),
             decisions_shown=reader.integer("DECISIONS_SHOWN", 10, minimum=1, maximum=100),
+            lifecycle_heartbeat_timeout_seconds=reader.integer(
+                "LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS", 7200, minimum=30, maximum=7200
+            ),
+            launch_timeout_seconds=reader.integer("LAUNCH_TIMEOUT_SECONDS", 900, minimum=60, maximum=7200),
         )
         reader.raise_if_errors()
         return settings

@@ -17,6 +17,7 @@ from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
 from chalicelib.registry import (
+    LifecycleHook,
     LostRace,
     Recorder,
     WriteResult,
@@ -132,6 +133,10 @@ class DynamoDBRegistry:
             "jibri_json": None if recorder.jibri is None else json.dumps(recorder.jibri, separators=(",", ":")),
             "expires_at": recorder.expires_at,
             "launch_kind": recorder.launch_kind,
+            "hook_json": None if recorder.hook is None else json.dumps(recorder.hook.to_json()),
+            "last_event_at": _dec(recorder.last_event_at),
+            "stop_recording": recorder.stop_recording or None,
+            "target_lifecycle_state": recorder.target_lifecycle_state,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         return item
@@ -162,4 +167,8 @@ def _from_item(item: dict[str, Any]) -> Recorder:
         jibri=json.loads(item["jibri_json"]) if item.get("jibri_json") else None,
         expires_at=None if item.get("expires_at") is None else int(item["expires_at"]),
         launch_kind=item.get("launch_kind"),
+        hook=LifecycleHook.from_json(json.loads(item["hook_json"])) if item.get("hook_json") else None,
+        last_event_at=_opt_float(item.get("last_event_at")),
+        stop_recording=bool(item.get("stop_recording", False)),
+        target_lifecycle_state=item.get("target_lifecycle_state"),
     )

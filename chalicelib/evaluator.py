@@ -18,6 +18,8 @@ from chalicelib.autoscaling import AutoScaling, GroupState
 from chalicelib.clock import Clock
 from chalicelib.control import ControlStore, DecisionRecord
 from chalicelib.demand import DemandStore, demand_stats
+from chalicelib.lifecycle import WARM_POOL, LifecycleService
+from chalicelib.observability import logger
 from chalicelib.policy import Decision, IdleRecorder, PolicySettings, PoolSnapshot, decide
 from chalicelib.registry import Recorder, Registry, Written, transition
 from chalicelib.states import RecorderState
@@ -52,7 +54,9 @@ class Evaluator:
         stale_after: float = 90.0,
         options: EvaluatorOptions | None = None,
         on_decision: Callable[[DecisionRecord], None] | None = None,
+        lifecycle: LifecycleService | None = None,
     ) -> None:
+        self._lifecycle = lifecycle
         self._registry = registry
         self._autoscaling = autoscaling
         self._demand = demand
@@ -84,10 +88,13 @@ class Evaluator:
         return decision
 
     def _evaluate(self, trigger: str) -> Decision:
+        act = not self._options.dry_run
+        if act and self._lifecycle is not None:
+            for line in self._lifecycle.tick():
+                logger.info("lifecycle", extra={"action": line})
         now = self._clock.now()
         group = self._autoscaling.describe()
         paused = self._control.paused()
-        act = not self._options.dry_run
         recorders = self._reconcile(group, now, act)
         terminated = self._terminate_drained(recorders, now) if act and not paused else ()
         snapshot = self._snapshot(group, recorders, now)
@@ -148,8 +155,9 @@ class Evaluator:
             if isinstance(created, Written):
                 live[instance_id] = created.recorder
         for instance_id, recorder in list(live.items()):
-            # A recorder written since the group was described may be newer than that description.
-            if instance_id in present or recorder.state is S.WARM or recorder.updated_at >= now:
+            # A recorder written since the group was described may be newer than that description;
+            # warm-pool instances are not among the group's instances.
+            if instance_id in present or recorder.state is S.WARM or recorder.updated_at >= now or _to_pool(recorder):
                 continue
             expires = int(now) + self._options.tombstone_seconds
             if isinstance(
@@ -193,7 +201,7 @@ class Evaluator:
                 idle.append(IdleRecorder(recorder.instance_id, recorder.state_changed_at))
             elif state in (S.BUSY, S.RESERVED):
                 busy += 1
-            elif state is S.LAUNCHING:
+            elif state is S.LAUNCHING and not _to_pool(recorder):
                 launching += 1
             elif state in (S.DRAINING, S.TERMINATING, S.UNHEALTHY):
                 leaving += 1
@@ -213,3 +221,7 @@ class Evaluator:
             warm=group.warm_pool_size,
             queued=self._queued(),
         )
+
+
+def _to_pool(recorder: Recorder) -> bool:
+    return recorder.hook is not None and recorder.hook.destination == WARM_POOL

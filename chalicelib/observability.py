@@ -46,3 +46,10 @@ def record_decision(record: DecisionRecord) -> None:
     metrics.add_metric(name="RecordersIdle", unit=MetricUnit.Count, value=record.idle)
     metrics.add_metric(name="RecordersBusy", unit=MetricUnit.Count, value=record.busy)
     metrics.add_metric(name="RequestsQueued", unit=MetricUnit.Count, value=record.queued)
+
+
+def record_alert(recorder: Recorder, message: str) -> None:
+    logger.error(
+        "lifecycle hook near its global timeout", extra={"instance_id": recorder.instance_id, "alert": message}
+    )
+    metrics.add_metric(name="LifecycleHookNearTimeout", unit=MetricUnit.Count, value=1)

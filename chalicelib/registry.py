@@ -17,6 +17,27 @@ from chalicelib.states import HEARTBEAT_STATES, RecorderState, can_transition
 
 
 @dataclass(frozen=True)
+class LifecycleHook:
+    """An open Auto Scaling lifecycle action on the instance, until it is completed."""
+
+    name: str
+    token: str
+    transition: str  # "launch" or "terminate"
+    started_at: float  # when Auto Scaling started it (the event's time)
+    destination: str | None = None  # "AutoScalingGroup", "WarmPool" or "EC2", where given
+    origin: str | None = None
+    heartbeat_at: float | None = None
+    alerted: bool = False  # the near-timeout alert has fired
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LifecycleHook:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
 class Recorder:
     pool: str
     instance_id: str
@@ -33,6 +54,11 @@ class Recorder:
     jibri: dict[str, Any] | None = field(default=None, compare=False)
     expires_at: int | None = None
     launch_kind: str | None = None  # "cold" or "warm" (from the warm pool), when the launch was seen
+    hook: LifecycleHook | None = None
+    # Lifecycle events already applied, by their time: a late or repeated one changes nothing.
+    last_event_at: float | None = None
+    stop_recording: bool = False  # a Spot interruption: the agent stops Jibri's session now
+    target_lifecycle_state: str | None = None  # as the agent read it from instance metadata
 
     def is_stale(self, now: float, stale_after: float) -> bool:
         seen = self.last_heartbeat_at if self.last_heartbeat_at is not None else self.created_at

@@ -17,7 +17,8 @@ from chalicelib.control import ControlStore, DynamoDBControlStore
 from chalicelib.demand import DemandStore, DynamoDBDemandStore
 from chalicelib.dynamodb_registry import DynamoDBRegistry
 from chalicelib.evaluator import Evaluator, EvaluatorOptions
-from chalicelib.observability import record_decision, record_transition
+from chalicelib.lifecycle import LifecycleService
+from chalicelib.observability import record_alert, record_decision, record_transition
 from chalicelib.registry import Registry
 from chalicelib.status import StatusService
 
@@ -76,9 +77,19 @@ class Runtime:
             self._autoscaling = Boto3AutoScaling(boto3.client("autoscaling"), self.settings.asg_name)
         return self._autoscaling
 
+    def lifecycle(self) -> LifecycleService:
+        return LifecycleService(
+            self.registry, self.autoscaling, self.clock, self.settings.lifecycle(), on_alert=record_alert
+        )
+
     def status_service(self) -> StatusService:
         return StatusService(
-            self.registry, self.autoscaling, self.clock, on_transition=record_transition, demand=self.demand
+            self.registry,
+            self.autoscaling,
+            self.clock,
+            on_transition=record_transition,
+            demand=self.demand,
+            settle=self.lifecycle().settle,
         )
 
     def evaluator(self) -> Evaluator:
@@ -98,4 +109,5 @@ class Runtime:
             settings.policy(),
             options=options,
             on_decision=record_decision,
+            lifecycle=self.lifecycle(),
         )

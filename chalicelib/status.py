@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,7 +19,8 @@ from chalicelib.states import HOLDS_INSTANCE, RecorderState
 S = RecorderState
 BUSY_STATUSES = ("IDLE", "BUSY", "EXPIRED", "OFFLINE")
 HEALTH_STATUSES = ("HEALTHY", "UNHEALTHY")
-_FIELDS = {"busy_status", "health", "pending_uploads", "sent_at", "jibri"}
+_FIELDS = {"busy_status", "health", "pending_uploads", "sent_at", "jibri", "target_lifecycle_state"}
+_LIFECYCLE_STATE = re.compile(r"^[A-Za-z]+(:[A-Za-z]+)*$")
 # A report stamped further ahead than this would shadow every later one.
 MAX_CLOCK_SKEW_SECONDS = 300
 _MAX_SAVE_ATTEMPTS = 8
@@ -31,6 +33,7 @@ class StatusReport:
     pending_uploads: int
     sent_at: float
     jibri: dict[str, Any] | None = None
+    target_lifecycle_state: str | None = None  # instance metadata's autoscaling/target-lifecycle-state
 
 
 @dataclass(frozen=True)
@@ -39,9 +42,13 @@ class StatusReply:
     drain: bool
     state: str
     applied: bool
+    stop_recording: bool = False
 
     def body(self) -> dict[str, Any]:
-        return {"protect": self.protect, "drain": self.drain, "state": self.state}
+        body: dict[str, Any] = {"protect": self.protect, "drain": self.drain, "state": self.state}
+        if self.stop_recording:
+            body["stop_recording"] = True
+        return body
 
 
 def parse_report(body: Any, now: float) -> StatusReport:
@@ -64,7 +71,19 @@ def parse_report(body: Any, now: float) -> StatusReport:
     jibri = body.get("jibri")
     if jibri is not None and not isinstance(jibri, dict):
         raise BadRequest("jibri must be the JSON object of Jibri's health endpoint, or null")
-    return StatusReport(busy_status=busy_status, health=health, pending_uploads=pending, sent_at=sent_at, jibri=jibri)
+    lifecycle = body.get("target_lifecycle_state")
+    if lifecycle is not None and (
+        not isinstance(lifecycle, str) or len(lifecycle) > 64 or not _LIFECYCLE_STATE.match(lifecycle)
+    ):
+        raise BadRequest("target_lifecycle_state must be Auto Scaling's state name, e.g. InService or Warmed:Stopped")
+    return StatusReport(
+        busy_status=busy_status,
+        health=health,
+        pending_uploads=pending,
+        sent_at=sent_at,
+        jibri=jibri,
+        target_lifecycle_state=lifecycle,
+    )
 
 
 def _one_of(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str:
@@ -117,7 +136,11 @@ def must_drain(recorder: Recorder) -> bool:
 
 def reply_for(recorder: Recorder, applied: bool) -> StatusReply:
     return StatusReply(
-        protect=must_protect(recorder), drain=must_drain(recorder), state=recorder.state.value, applied=applied
+        protect=must_protect(recorder),
+        drain=must_drain(recorder),
+        state=recorder.state.value,
+        applied=applied,
+        stop_recording=recorder.stop_recording,
     )
 
 
@@ -130,7 +153,10 @@ class StatusService:
         on_transition: Callable[[Recorder | None, Recorder], None] | None = None,
         demand: DemandStore | None = None,
         count_busy_as_arrivals: bool = True,
+        settle: Callable[[Recorder], Recorder] | None = None,
     ) -> None:
+        # Completes the recorder's open lifecycle action when the report frees it (see lifecycle.py).
+        self._settle = settle or (lambda recorder: recorder)
         self._registry = registry
         self._autoscaling = autoscaling
         self._clock = clock
@@ -156,19 +182,25 @@ class StatusService:
                 if isinstance(result, LostRace):
                     continue
                 self._changed(None, result.recorder, now)
-                return reply_for(result.recorder, applied=True)
+                return reply_for(self._settled(result.recorder), applied=True)
             if current.state is S.TERMINATED:
                 raise Gone(f"instance {instance_id} was terminated; its reports are no longer accepted")
             if current.last_report_sent_at is not None and report.sent_at <= current.last_report_sent_at:
                 return reply_for(current, applied=False)
-            updated = transition(current, next_state(current.state, report), now, **_fields(report, now))
+            target = next_state(current.state, report)
+            if current.hook is not None and current.hook.destination == "WarmPool" and current.state is S.LAUNCHING:
+                target = S.LAUNCHING  # on its way into the warm pool, never into service
+            updated = transition(current, target, now, **_fields(report, now))
             result = self._registry.save(current, updated)
             if isinstance(result, LostRace):
                 continue
             if updated.state is not current.state:
                 self._changed(current, result.recorder, now)
-            return reply_for(result.recorder, applied=True)
+            return reply_for(self._settled(result.recorder), applied=True)
         raise RuntimeError(f"recorder {instance_id} kept changing during {_MAX_SAVE_ATTEMPTS} attempts")
+
+    def _settled(self, recorder: Recorder) -> Recorder:
+        return self._settle(recorder) if recorder.hook is not None else recorder
 
     def _changed(self, before: Recorder | None, after: Recorder, now: float) -> None:
         self._on_transition(before, after)
@@ -200,4 +232,5 @@ def _fields(report: StatusReport, now: float) -> dict[str, Any]:
         "health": report.health,
         "pending_uploads": report.pending_uploads,
         "jibri": report.jibri,
+        "target_lifecycle_state": report.target_lifecycle_state,
     }

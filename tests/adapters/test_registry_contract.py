@@ -14,6 +14,7 @@ from chalicelib.memory_registry import MemoryRegistry
 from chalicelib.registry import (
     BadPageToken,
     InvalidTransition,
+    LifecycleHook,
     LostRace,
     Recorder,
     Registry,
@@ -68,6 +69,10 @@ def test_create_then_get_round_trips_every_field(registry: Registry) -> None:
         pending_uploads=2,
         last_report_sent_at=NOW - 0.25,
         launch_kind="warm",
+        hook=LifecycleHook("jibri-terminate", "6f1c", "terminate", NOW - 9, "EC2", "AutoScalingGroup", NOW - 2, True),
+        last_event_at=NOW - 9,
+        stop_recording=True,
+        target_lifecycle_state="Warmed:Stopped",
         jibri={"status": {"busyStatus": "IDLE", "health": {"healthStatus": "HEALTHY", "details": {}}}, "n": 1.5},
     )
     stored = written(registry.create(original))
