@@ -6,17 +6,21 @@ from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer
-from chalice.app import CloudWatchEvent, Request
+from chalice.app import CloudWatchEvent, Request, SNSEvent
 
 from chalicelib import observability
 from chalicelib.http import json_errors, read_json
 from chalicelib.identity import caller_from_context, require_agent_for
 from chalicelib.lifecycle import handle_lifecycle_event
+from chalicelib.notifications import handle_notification
 from chalicelib.pool import control_view, pool_view
 from chalicelib.runtime import Runtime
 from chalicelib.status import parse_report
 
 app = Chalice(app_name="jibri-autoscaler")
+# The group's notification configuration publishes here (see template.md). Chalice needs the
+# topic when the app is packaged, so it is a name in the deployment's account and region.
+ASG_NOTIFICATIONS_TOPIC = "jibri-autoscaler-asg-notifications"
 runtime = Runtime()
 iam = IAMAuthorizer()
 
@@ -67,6 +71,12 @@ def evaluate_pool(event: CloudWatchEvent) -> None:
 def on_lifecycle_action(event: CloudWatchEvent) -> None:
     outcome = handle_lifecycle_event(runtime.lifecycle(), event.to_dict())
     observability.logger.info("lifecycle action", extra={"outcome": outcome})
+
+
+@app.on_sns_message(topic=ASG_NOTIFICATIONS_TOPIC, name="on_asg_notification")
+def on_asg_notification(event: SNSEvent) -> None:
+    outcome = handle_notification(runtime.notifications(), event.message)
+    observability.logger.info("auto scaling notification", extra={"subject": event.subject, "outcome": outcome})
 
 
 def _request() -> Request:

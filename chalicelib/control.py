@@ -48,6 +48,16 @@ class ControlStore(Protocol):
 
     def latest_decisions(self, limit: int) -> list[DecisionRecord]: ...
 
+    def record_launch_error(self, activity_id: str, at: float) -> bool:
+        """Count a failed launch once per activity; True when it was new."""
+        ...
+
+    def record_launch_success(self, at: float) -> None: ...
+
+    def launch_errors(self) -> list[float]:
+        """Times of the launch errors since the last successful launch."""
+        ...
+
 
 class MemoryControlStore:
     def __init__(self) -> None:
@@ -56,6 +66,8 @@ class MemoryControlStore:
         self._rerun = False
         self._paused = False
         self._decisions: list[DecisionRecord] = []
+        self._launch_errors: dict[str, float] = {}
+        self._launch_ok_at = 0.0
 
     def acquire_lease(self, owner: str, now: float, seconds: float) -> bool:
         with self._lock:
@@ -91,6 +103,21 @@ class MemoryControlStore:
     def latest_decisions(self, limit: int) -> list[DecisionRecord]:
         with self._lock:
             return list(reversed(self._decisions[-limit:]))
+
+    def record_launch_error(self, activity_id: str, at: float) -> bool:
+        with self._lock:
+            if activity_id in self._launch_errors:
+                return False
+            self._launch_errors[activity_id] = at
+            return True
+
+    def record_launch_success(self, at: float) -> None:
+        with self._lock:
+            self._launch_ok_at = max(self._launch_ok_at, at)
+
+    def launch_errors(self) -> list[float]:
+        with self._lock:
+            return sorted(t for t in self._launch_errors.values() if t > self._launch_ok_at)
 
 
 class DynamoDBControlStore:
@@ -166,6 +193,41 @@ class DynamoDBControlStore:
         }
         self._table.put_item(Item=item)
 
+    def record_launch_error(self, activity_id: str, at: float) -> bool:
+        try:
+            self._table.put_item(
+                Item={
+                    **self._key(f"LAUNCHERROR#{activity_id}"),
+                    "at": _dec(at),
+                    "expires_at": int(at) + _LAUNCH_ERROR_KEEP_SECONDS,
+                },
+                ConditionExpression=Attr("PK").not_exists(),
+            )
+            return True
+        except ClientError as error:
+            if not _conditional(error):
+                raise
+            return False
+
+    def record_launch_success(self, at: float) -> None:
+        try:
+            self._table.put_item(
+                Item={**self._key("CONTROL#launch-ok"), "at": _dec(at)},
+                ConditionExpression=Attr("PK").not_exists() | Attr("at").lt(_dec(at)),
+            )
+        except ClientError as error:
+            if not _conditional(error):
+                raise  # a later success is stored already otherwise
+
+    def launch_errors(self) -> list[float]:
+        ok = self._table.get_item(Key=self._key("CONTROL#launch-ok"), ConsistentRead=True).get("Item")
+        since = float(ok["at"]) if ok else 0.0
+        page = self._table.query(
+            KeyConditionExpression=Key("PK").eq(self._pk) & Key("SK").begins_with("LAUNCHERROR#"),
+            ConsistentRead=True,
+        )
+        return sorted(t for t in (float(i["at"]) for i in page.get("Items", [])) if t > since)
+
     def latest_decisions(self, limit: int) -> list[DecisionRecord]:
         page = self._table.query(
             KeyConditionExpression=Key("PK").eq(self._pk) & Key("SK").begins_with("DECISION#"),
@@ -190,6 +252,9 @@ class DynamoDBControlStore:
             )
             for i in page.get("Items", [])
         ]
+
+
+_LAUNCH_ERROR_KEEP_SECONDS = 86_400
 
 
 def _dec(value: float) -> Decimal:

@@ -19,6 +19,7 @@ from chalicelib.clock import Clock
 from chalicelib.control import ControlStore, DecisionRecord
 from chalicelib.demand import DemandStore, demand_stats
 from chalicelib.lifecycle import WARM_POOL, LifecycleService
+from chalicelib.notifications import launch_backoff_seconds
 from chalicelib.observability import logger
 from chalicelib.policy import Decision, IdleRecorder, PolicySettings, PoolSnapshot, decide
 from chalicelib.registry import Recorder, Registry, Written, transition
@@ -101,8 +102,14 @@ class Evaluator:
         stats = demand_stats(self._demand, now, self._settings, self._booked)
         decision = decide(snapshot, stats, self._settings)
         drained: tuple[str, ...] = ()
+        held_back = ""
+        if decision.desired > group.size.desired:
+            errors = self._control.launch_errors()
+            until = errors[-1] + launch_backoff_seconds(len(errors)) if errors else 0.0
+            if now < until:
+                held_back = f"; scale-out held back {until - now:.0f} s more after {len(errors)} launch error(s)"
         if act:
-            if decision.desired > group.size.desired:
+            if decision.desired > group.size.desired and not held_back:
                 self._autoscaling.set_desired_capacity(decision.desired)
                 # Register the launches now where the group shows them already, so their
                 # lead time is measured from here rather than from the next run.
@@ -112,7 +119,9 @@ class Evaluator:
             if self._options.apply_warm_pool and decision.warm_pool_size != self._last_warm_pool:
                 self._autoscaling.put_warm_pool(decision.warm_pool_size)
                 self._last_warm_pool = decision.warm_pool_size
-        reason = decision.reason + ("; scale-in paused" if paused else "") + ("; dry run" if not act else "")
+        reason = (
+            decision.reason + held_back + ("; scale-in paused" if paused else "") + ("; dry run" if not act else "")
+        )
         record = DecisionRecord(
             at=now,
             trigger=trigger,

@@ -8,6 +8,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib.control import DecisionRecord
+from chalicelib.notifications import AsgNotification
 from chalicelib.registry import Recorder
 
 # Not the Chalice app name: a logger named like the app would print every line twice.
@@ -53,3 +54,11 @@ def record_alert(recorder: Recorder, message: str) -> None:
         "lifecycle hook near its global timeout", extra={"instance_id": recorder.instance_id, "alert": message}
     )
     metrics.add_metric(name="LifecycleHookNearTimeout", unit=MetricUnit.Count, value=1)
+
+
+def record_asg_alert(kind: str, note: AsgNotification) -> None:
+    logger.error(
+        "auto scaling activity failed",
+        extra={"kind": kind, "instance_id": note.instance_id, "status": note.status_message, "cause": note.cause},
+    )
+    metrics.add_metric(name=kind, unit=MetricUnit.Count, value=1)

@@ -18,7 +18,8 @@ from chalicelib.demand import DemandStore, DynamoDBDemandStore
 from chalicelib.dynamodb_registry import DynamoDBRegistry
 from chalicelib.evaluator import Evaluator, EvaluatorOptions
 from chalicelib.lifecycle import LifecycleService
-from chalicelib.observability import record_alert, record_decision, record_transition
+from chalicelib.notifications import NotificationService
+from chalicelib.observability import record_alert, record_asg_alert, record_decision, record_transition
 from chalicelib.registry import Registry
 from chalicelib.status import StatusService
 
@@ -80,6 +81,17 @@ class Runtime:
     def lifecycle(self) -> LifecycleService:
         return LifecycleService(
             self.registry, self.autoscaling, self.clock, self.settings.lifecycle(), on_alert=record_alert
+        )
+
+    def notifications(self) -> NotificationService:
+        settings = self.settings
+        return NotificationService(
+            self.registry,
+            self.control,
+            self.clock,
+            settings.asg_name,
+            settings.tombstone_days * 86_400,
+            on_alert=record_asg_alert,
         )
 
     def status_service(self) -> StatusService:

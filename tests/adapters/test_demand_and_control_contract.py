@@ -154,3 +154,16 @@ def test_the_peak_rate_remembers_the_busiest_ten_minutes_of_the_last_two_hours(d
     stats = demand_stats(demand, NOW, PolicySettings())
     assert stats.recent_rate_per_second == 0.0  # older than the last hour
     assert stats.peak_rate_per_second == pytest.approx(12 / 600)
+
+
+def test_launch_errors_count_once_per_activity_until_a_later_success(control: ControlStore) -> None:
+    assert control.launch_errors() == []
+    assert control.record_launch_error("activity-1", NOW)
+    assert not control.record_launch_error("activity-1", NOW)  # delivered twice
+    assert control.record_launch_error("activity-2", NOW + 60)
+    control.record_launch_success(NOW + 30)  # between the two: only the later error is left
+    assert control.launch_errors() == [NOW + 60]
+    control.record_launch_success(NOW + 10)  # an older success arriving late changes nothing
+    assert control.launch_errors() == [NOW + 60]
+    control.record_launch_success(NOW + 120)
+    assert control.launch_errors() == []
