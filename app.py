@@ -8,7 +8,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer
 from chalice.app import CloudWatchEvent, Request, SNSEvent
 
-from chalicelib import observability
+from chalicelib import instance_events, observability
 from chalicelib.http import json_errors, read_json
 from chalicelib.identity import caller_from_context, require_agent_for
 from chalicelib.lifecycle import handle_lifecycle_event
@@ -71,6 +71,14 @@ def evaluate_pool(event: CloudWatchEvent) -> None:
 def on_lifecycle_action(event: CloudWatchEvent) -> None:
     outcome = handle_lifecycle_event(runtime.lifecycle(), event.to_dict())
     observability.logger.info("lifecycle action", extra={"outcome": outcome})
+
+
+@app.on_cw_event({"source": ["aws.ec2"], "detail-type": instance_events.DETAIL_TYPES}, name="on_instance_event")
+def on_instance_event(event: CloudWatchEvent) -> None:
+    outcome = instance_events.handle_instance_event(
+        runtime.instance_events(), event.to_dict(), replace=lambda: runtime.evaluator().run("interruption")
+    )
+    observability.logger.info("instance event", extra={"detail_type": event.detail_type, "outcome": outcome})
 
 
 @app.on_sns_message(topic=ASG_NOTIFICATIONS_TOPIC, name="on_asg_notification")

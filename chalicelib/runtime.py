@@ -17,6 +17,7 @@ from chalicelib.control import ControlStore, DynamoDBControlStore
 from chalicelib.demand import DemandStore, DynamoDBDemandStore
 from chalicelib.dynamodb_registry import DynamoDBRegistry
 from chalicelib.evaluator import Evaluator, EvaluatorOptions
+from chalicelib.instance_events import InstanceEventService
 from chalicelib.lifecycle import LifecycleService
 from chalicelib.notifications import NotificationService
 from chalicelib.observability import record_alert, record_asg_alert, record_decision, record_transition
@@ -93,6 +94,9 @@ class Runtime:
             settings.tombstone_days * 86_400,
             on_alert=record_asg_alert,
         )
+
+    def instance_events(self) -> InstanceEventService:
+        return InstanceEventService(self.registry, self.clock, self.settings.tombstone_days * 86_400)
 
     def status_service(self) -> StatusService:
         return StatusService(
