@@ -9,6 +9,7 @@ from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer
 from chalice.app import CloudWatchEvent, Request, SNSEvent
 
 from chalicelib import instance_events, observability
+from chalicelib.config import ASG_NOTIFICATIONS_TOPIC
 from chalicelib.http import json_errors, read_json
 from chalicelib.identity import caller_from_context, require_agent_for
 from chalicelib.lifecycle import handle_lifecycle_event
@@ -18,9 +19,7 @@ from chalicelib.runtime import Runtime
 from chalicelib.status import parse_report
 
 app = Chalice(app_name="jibri-autoscaler")
-# The group's notification configuration publishes here (see template.md). Chalice needs the
-# topic when the app is packaged, so it is a name in the deployment's account and region.
-ASG_NOTIFICATIONS_TOPIC = "jibri-autoscaler-asg-notifications"
+
 runtime = Runtime()
 iam = IAMAuthorizer()
 

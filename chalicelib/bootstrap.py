@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from chalicelib.config import Settings, SettingsError
+from chalicelib.config import ASG_NOTIFICATIONS_TOPIC, Settings, SettingsError
 from chalicelib.dynamodb_registry import STATE_INDEX
 
 TTL_ATTRIBUTE = "expires_at"
@@ -68,10 +68,16 @@ def ensure_table(client: Any, name: str) -> bool:
     return created
 
 
+def ensure_topic(client: Any, name: str) -> str:
+    """Create the topic (CreateTopic is idempotent for the same name) and return its ARN."""
+    return str(client.create_topic(Name=name)["TopicArn"])
+
+
 def bootstrap(settings: Settings, session: Any = None) -> list[str]:
     session = session or boto3.session.Session()
     created = ensure_table(session.client("dynamodb"), settings.table_name)
-    return [f"table {settings.table_name}: {'created' if created else 'exists'}"]
+    topic = ensure_topic(session.client("sns"), ASG_NOTIFICATIONS_TOPIC)
+    return [f"table {settings.table_name}: {'created' if created else 'exists'}", f"topic {topic}: ready"]
 
 
 def main() -> int:

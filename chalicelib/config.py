@@ -18,6 +18,10 @@ from chalicelib.schedule import ScheduleError, ScheduleOverride, parse_schedule
 
 T = TypeVar("T")
 
+# The group's notification configuration publishes here (see template.md). Chalice needs the
+# topic when the app is packaged, so it is a fixed name in the deployment's account and region.
+ASG_NOTIFICATIONS_TOPIC = "jibri-autoscaler-asg-notifications"
+
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 _ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@\-]{1,64}$")
