@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from chalicelib.lifecycle import LifecycleSettings
 from chalicelib.policy import PolicySettings
+from chalicelib.reconciler import ReconcilerSettings
 from chalicelib.schedule import ScheduleError, ScheduleOverride, parse_schedule
 
 T = TypeVar("T")
@@ -26,7 +27,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 _ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@\-]{1,64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_EXPIRED = re.compile(r"^(restart|replace)$")
 _WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
+_EXPIRED = re.compile(r"^(restart|replace)$")
 _WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
 _TOPIC_ARN = re.compile(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}$")
 
@@ -59,6 +62,20 @@ class Settings:
     decisions_shown: int = 10
     lifecycle_heartbeat_timeout_seconds: int = 7200
     launch_timeout_seconds: int = 900
+    lost_after_seconds: int = 900
+    protection_idle_seconds: int = 600
+    max_recording_seconds: int = 21_600
+    expired_action: str = "restart"
+
+    def reconciler(self) -> ReconcilerSettings:
+        return ReconcilerSettings(
+            launch_timeout_seconds=float(self.launch_timeout_seconds),
+            stale_after_seconds=float(self.heartbeat_stale_seconds),
+            lost_after_seconds=float(self.lost_after_seconds),
+            protection_idle_seconds=float(self.protection_idle_seconds),
+            max_recording_seconds=float(self.max_recording_seconds),
+            replace_expired=self.expired_action == "replace",
+        )
 
     def lifecycle(self) -> LifecycleSettings:
         return LifecycleSettings(
@@ -114,6 +131,10 @@ class Settings:
                 "LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS", 7200, minimum=30, maximum=7200
             ),
             launch_timeout_seconds=reader.integer("LAUNCH_TIMEOUT_SECONDS", 900, minimum=60, maximum=7200),
+            lost_after_seconds=reader.integer("LOST_AFTER_SECONDS", 900, minimum=120, maximum=86_400),
+            protection_idle_seconds=reader.integer("PROTECTION_IDLE_SECONDS", 600, minimum=60, maximum=86_400),
+            max_recording_seconds=reader.integer("MAX_RECORDING_SECONDS", 21_600, minimum=600, maximum=172_800),
+            expired_action=reader.optional("EXPIRED_ACTION", _EXPIRED, "restart or replace") or "restart",
         )
         reader.raise_if_errors()
         return settings

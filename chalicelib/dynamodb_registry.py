@@ -137,6 +137,7 @@ class DynamoDBRegistry:
             "last_event_at": _dec(recorder.last_event_at),
             "stop_recording": recorder.stop_recording or None,
             "target_lifecycle_state": recorder.target_lifecycle_state,
+            "replace_requested_at": _dec(recorder.replace_requested_at),
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         return item
@@ -171,4 +172,5 @@ def _from_item(item: dict[str, Any]) -> Recorder:
         last_event_at=_opt_float(item.get("last_event_at")),
         stop_recording=bool(item.get("stop_recording", False)),
         target_lifecycle_state=item.get("target_lifecycle_state"),
+        replace_requested_at=_opt_float(item.get("replace_requested_at")),
     )

@@ -22,6 +22,7 @@ from chalicelib.lifecycle import WARM_POOL, LifecycleService
 from chalicelib.notifications import launch_backoff_seconds
 from chalicelib.observability import logger
 from chalicelib.policy import Decision, IdleRecorder, PolicySettings, PoolSnapshot, decide
+from chalicelib.reconciler import Reconciler
 from chalicelib.registry import Recorder, Registry, Written, transition
 from chalicelib.states import RecorderState
 
@@ -56,8 +57,10 @@ class Evaluator:
         options: EvaluatorOptions | None = None,
         on_decision: Callable[[DecisionRecord], None] | None = None,
         lifecycle: LifecycleService | None = None,
+        reconciler: Reconciler | None = None,
     ) -> None:
         self._lifecycle = lifecycle
+        self._reconciler = reconciler
         self._registry = registry
         self._autoscaling = autoscaling
         self._demand = demand
@@ -97,6 +100,9 @@ class Evaluator:
         group = self._autoscaling.describe()
         paused = self._control.paused()
         recorders = self._reconcile(group, now, act)
+        if act and self._reconciler is not None:
+            for line in self._reconciler.run(group, recorders, now, replace=not paused):
+                logger.info("reconciled", extra={"action": line})
         terminated = self._terminate_drained(recorders, now) if act and not paused else ()
         snapshot = self._snapshot(group, recorders, now)
         stats = demand_stats(self._demand, now, self._settings, self._booked)

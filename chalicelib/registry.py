@@ -59,6 +59,7 @@ class Recorder:
     last_event_at: float | None = None
     stop_recording: bool = False  # a Spot interruption: the agent stops Jibri's session now
     target_lifecycle_state: str | None = None  # as the agent read it from instance metadata
+    replace_requested_at: float | None = None  # when the reconciler told Auto Scaling it is unhealthy
 
     def is_stale(self, now: float, stale_after: float) -> bool:
         seen = self.last_heartbeat_at if self.last_heartbeat_at is not None else self.created_at

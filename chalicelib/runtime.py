@@ -21,6 +21,7 @@ from chalicelib.instance_events import InstanceEventService
 from chalicelib.lifecycle import LifecycleService
 from chalicelib.notifications import NotificationService
 from chalicelib.observability import record_alert, record_asg_alert, record_decision, record_transition
+from chalicelib.reconciler import Reconciler
 from chalicelib.registry import Registry
 from chalicelib.status import StatusService
 
@@ -126,4 +127,5 @@ class Runtime:
             options=options,
             on_decision=record_decision,
             lifecycle=self.lifecycle(),
+            reconciler=Reconciler(self.registry, self.autoscaling, settings.reconciler(), on_alert=record_alert),
         )

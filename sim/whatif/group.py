@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
-from chalicelib.autoscaling import GroupInstance, GroupSize, GroupState
+from chalicelib.autoscaling import GroupInstance, GroupSize, GroupState, LifecycleActionGone
 from sim.whatif.engine import Engine, Event, Phase
 from sim.whatif.model import Model
 
@@ -128,6 +128,21 @@ class SimulatedGroup:
             raise ValueError("warm pool size cannot be negative")
         self.warm_pool_min = min_size
         self._fit_warm_pool()
+
+    def complete_lifecycle_action(self, hook_name: str, token: str, instance_id: str, result: str) -> None:
+        # This group runs no lifecycle hooks, so no action is ever open: what Auto Scaling answers then.
+        raise LifecycleActionGone(f"No active Lifecycle Action found with instance ID {instance_id}")
+
+    def record_lifecycle_action_heartbeat(self, hook_name: str, token: str, instance_id: str) -> None:
+        raise LifecycleActionGone(f"No active Lifecycle Action found with instance ID {instance_id}")
+
+    def set_instance_health(self, instance_id: str, healthy: bool) -> None:
+        instance = self._instances.get(instance_id)
+        if healthy or instance is None or instance.lifecycle not in _IN_GROUP:
+            return
+        # Auto Scaling replaces an unhealthy instance: it terminates it and launches another.
+        self._terminate(instance)
+        self._reconcile()
 
     # --- what the baselines use as well ---------------------------------------------------
 

@@ -73,6 +73,7 @@ def test_create_then_get_round_trips_every_field(registry: Registry) -> None:
         last_event_at=NOW - 9,
         stop_recording=True,
         target_lifecycle_state="Warmed:Stopped",
+        replace_requested_at=NOW - 1,
         jibri={"status": {"busyStatus": "IDLE", "health": {"healthStatus": "HEALTHY", "details": {}}}, "n": 1.5},
     )
     stored = written(registry.create(original))

@@ -32,6 +32,7 @@ class FakeAutoScaling:
         self.members = members
         self.membership_checks: list[str] = []
         self.calls: list[tuple[str, object]] = []
+        self.protected: set[str] = set()
 
     def is_member(self, instance_id: str) -> bool:
         self.membership_checks.append(instance_id)
@@ -41,8 +42,25 @@ class FakeAutoScaling:
         return GroupSize(desired=len(self.members), minimum=1, maximum=20)
 
     def describe(self) -> GroupState:
-        instances = tuple(GroupInstance(i, "InService") for i in sorted(self.members))
+        instances = tuple(GroupInstance(i, "InService", protected=i in self.protected) for i in sorted(self.members))
         return GroupState(self.group_size(), instances)
+
+    def complete_lifecycle_action(self, hook_name: str, token: str, instance_id: str, result: str) -> None:
+        self.calls.append(("complete", (token, result)))
+
+    def record_lifecycle_action_heartbeat(self, hook_name: str, token: str, instance_id: str) -> None:
+        self.calls.append(("heartbeat", token))
+
+    def set_instance_health(self, instance_id: str, healthy: bool) -> None:
+        self.calls.append(("health", (instance_id, healthy)))
+
+    def set_instance_protection(self, instance_ids: list[str], protected: bool) -> None:
+        self.calls.append(("protect", (tuple(instance_ids), protected)))
+        for instance_id in instance_ids:
+            (self.protected.add if protected else self.protected.discard)(instance_id)
+
+    def scaling(self) -> list[tuple[str, object]]:
+        return [c for c in self.calls if c[0] in ("desired", "terminate")]
 
     def set_desired_capacity(self, desired: int) -> None:
         self.calls.append(("desired", desired))

@@ -67,7 +67,7 @@ def test_launch_errors_back_scale_out_off_until_a_launch_succeeds(
         json.loads((EVENTS / "eventbridge_scheduled_event.json").read_text()),
         LambdaContext("jibri-autoscaler-dev-evaluate_pool", 512),
     )
-    assert group.calls == []
+    assert group.scaling() == []
     latest = control.latest_decisions(1)[0]
     assert "held back" in latest.reason and "1 launch error" in latest.reason
     later = fixture("sns_asg_launch")  # a launch that succeeded after the error ends the backoff
@@ -79,7 +79,7 @@ def test_launch_errors_back_scale_out_off_until_a_launch_succeeds(
         json.loads((EVENTS / "eventbridge_scheduled_event.json").read_text()),
         LambdaContext("jibri-autoscaler-dev-evaluate_pool", 512),
     )
-    assert group.calls and group.calls[0][0] == "desired"
+    assert group.scaling() and group.scaling()[0][0] == "desired"
 
 
 def test_a_failed_termination_is_alerted_and_changes_nothing(api: Api, registry: MemoryRegistry) -> None:

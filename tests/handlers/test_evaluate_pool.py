@@ -29,7 +29,7 @@ def test_the_schedule_runs_the_evaluator_which_scales_out_for_the_demand_it_saw(
     invoke()
     # The BUSY report counted as an arrival: 1 in the last hour, over a 240 s launch decided
     # up to 60 s late, is a forecast of 1 (mean 0.08 arrivals).
-    assert group.calls == [("desired", 2)]
+    assert group.scaling() == [("desired", 2)]
     status, pool = api.pool()
     assert status == 200 and pool["scale_in_paused"] is False
     latest = pool["decisions"][0]

@@ -45,7 +45,7 @@ def test_a_terminated_instance_is_buried_and_a_late_warning_changes_nothing(
     deliver("eventbridge_spot_interruption_warning")  # sent before, delivered after
     recorder = registry.get(INSTANCE)
     assert recorder is not None and recorder.state is S.TERMINATED and not recorder.stop_recording
-    assert group.calls == []
+    assert group.scaling() == []
 
 
 def test_events_about_instances_outside_the_pool_change_nothing(api: Api, registry: MemoryRegistry) -> None:
