@@ -146,6 +146,8 @@ BAD_BODIES = [
     ({**report_body(), "jibri": ["IDLE"]}, "jibri must be"),
     ({**report_body(), "jibri": "IDLE"}, "jibri must be"),
     ({**report_body(), "instance_id": "i-0aaaaaaaaaaaaaaa1"}, "unknown field(s) instance_id"),
+    ({**report_body(), "target_lifecycle_state": "Warmed Stopped"}, "target_lifecycle_state must be"),
+    ({**report_body(), "target_lifecycle_state": 5}, "target_lifecycle_state must be"),
     (["IDLE"], "must be a JSON object"),
     ("IDLE", "must be a JSON object"),
 ]
