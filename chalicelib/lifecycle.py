@@ -239,6 +239,10 @@ class LifecycleService:
             elif hook.destination != WARM_POOL and now - hook.started_at > self.settings.launch_timeout_seconds:
                 self._finish(settled, "ABANDON", S.UNHEALTHY if settled.state is not S.WARM else S.WARM)
                 done.append(f"{recorder.instance_id}: launch abandoned, never healthy")
+            elif now - (hook.heartbeat_at or hook.started_at) >= self.settings.heartbeat_timeout_seconds / 2:
+                # A launch may take longer than a short heartbeat timeout: keep it open until the
+                # agent reports healthy or the launch timeout decides.
+                done.append(self._keep_open(settled, now))
         return done
 
     def _hold(self, recorder: Recorder, now: float) -> str:
@@ -261,6 +265,17 @@ class LifecycleService:
             recorder, dataclasses.replace(hook, heartbeat_at=now, alerted=hook.alerted or alert), recorder.state
         )
         return f"{recorder.instance_id}: termination held (busy, reserved or uploading)"
+
+    def _keep_open(self, recorder: Recorder, now: float) -> str:
+        hook = recorder.hook
+        assert hook is not None
+        try:
+            self._autoscaling.record_lifecycle_action_heartbeat(hook.name, hook.token, recorder.instance_id)
+        except LifecycleActionGone:
+            self._save_hook(recorder, None, recorder.state)
+            return f"{recorder.instance_id}: launch action already over"
+        self._save_hook(recorder, dataclasses.replace(hook, heartbeat_at=now), recorder.state)
+        return f"{recorder.instance_id}: launch action kept open"
 
     def _finish(self, recorder: Recorder, result: str, state: RecorderState) -> Recorder:
         hook = recorder.hook

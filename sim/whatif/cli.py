@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max", type=int, default=defaults.maximum, help="group maximum size")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="for the group's random tie-breaks")
     parser.add_argument(
+        "--lifecycle-hooks",
+        action="store_true",
+        help="give the group launch and terminate hooks that the forecast policy's control plane completes"
+        " (the baselines run without hooks)",
+    )
+    parser.add_argument(
+        "--hook-heartbeat-timeout-s",
+        type=float,
+        default=defaults.hook_heartbeat_timeout_s,
+        help="the hooks' heartbeat timeout (30-7200); a held termination ends at min(48 h, 100 x this)."
+        " Only held terminations are heartbeated, so below the launch delays every launch times out",
+    )
+    parser.add_argument(
         "--from-day", type=int, default=1, metavar="N", help="report only from day N on (day 1 starts at second 0)"
     )
     parser.add_argument(
@@ -74,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             maximum=args.max,
             seed=args.seed,
             warm_pool=args.warm_pool,
+            lifecycle_hooks=args.lifecycle_hooks,
+            hook_heartbeat_timeout_s=args.hook_heartbeat_timeout_s,
         )
         trace = read_trace(args.trace)
     except (ValueError, TraceError, OSError) as error:

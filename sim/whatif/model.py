@@ -23,6 +23,10 @@ class Model:
     seed: int = 1  # ties the default termination policy breaks at random
     warm_pool: str = "auto"  # "auto", "off" or a number; see the CLI help
     epoch: float = EPOCH
+    # Launch and terminate hooks on the group, completed by the control plane (the forecast
+    # policy only: the baselines' recipes have none). Off, the figures match a group without them.
+    lifecycle_hooks: bool = False
+    hook_heartbeat_timeout_s: float = 7200.0  # both hooks'; the global timeout is min(48 h, 100 x this)
 
     def __post_init__(self) -> None:
         if self.cold_launch_s <= 0 or self.warm_start_s <= 0 or self.patience_s < 0:
@@ -33,6 +37,9 @@ class Model:
             raise ValueError("prices cannot be negative")
         if self.warm_pool not in ("auto", "off") and not (self.warm_pool.isdigit() and int(self.warm_pool) >= 0):
             raise ValueError("warm pool must be auto, off or a whole number")
+        if not 30 <= self.hook_heartbeat_timeout_s <= 7200:
+            # PutLifecycleHook's bounds for HeartbeatTimeout.
+            raise ValueError("the hook heartbeat timeout must be from 30 to 7200 s")
 
     def fixed_warm_pool(self) -> int:
         """The warm pool size a policy without its own sizing configures: a number given, else none."""

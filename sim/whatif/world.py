@@ -4,7 +4,12 @@ A request takes the first idle Jibri in the brewery, in the order they joined it
 Jicofo's JibriDetector.selectJibri does). When none is idle it waits in a FIFO queue
 and gives up after the patience limit, or when its meeting ends, whichever is first.
 A recording ends when its meeting ends (`request_at + duration`), so a late start
-records less. An instance terminated under a recording kills it.
+records less. An instance terminated under a recording kills it; one that waits in
+`Terminating:Wait` still records, and kills its recording only once it terminates.
+
+An instance's agent runs once it has booted, in service or still waiting on its launch
+action (`Pending:Wait`). Its Jibri then joins the brewery, unless the instance is one of
+`never_healthy`: there Jibri never comes up, and the controller hears `on_stuck`.
 
 A policy plugs in as a `Controller`: the world tells it what Jibri and the requests
 do; it acts on the group and may ask the world to drain a Jibri (graceful shutdown:
@@ -14,9 +19,11 @@ it leaves the brewery at once, finishes a recording it has, then is gone).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
+from chalicelib.lifecycle import LifecycleEvent
 from sim.whatif.engine import Engine, Event, Phase
 from sim.whatif.group import GroupListener, SimulatedGroup
 from sim.whatif.model import Model
@@ -92,9 +99,25 @@ class Controller:
     def on_terminated(self, instance_id: str) -> None:
         """The group terminated this instance."""
 
+    def on_lifecycle_action(self, event: LifecycleEvent) -> None:
+        """Auto Scaling began a lifecycle action (only where the group has lifecycle hooks)."""
+
+    def on_stuck(self, instance_id: str) -> None:
+        """The instance's agent runs, but its Jibri never comes up: it never joins the brewery."""
+
+    def on_prepared_for_pool(self, instance_id: str) -> None:
+        """A new instance on its way into the warm pool booted; its agent took Jibri out of service."""
+
 
 class World(GroupListener):
-    def __init__(self, engine: Engine, group: SimulatedGroup, model: Model, trace: list[TraceRequest]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        group: SimulatedGroup,
+        model: Model,
+        trace: list[TraceRequest],
+        never_healthy: Iterable[str] = (),
+    ) -> None:
         self.engine = engine
         self.group = group
         self.model = model
@@ -106,6 +129,8 @@ class World(GroupListener):
         self.controller = Controller()
         self.recording_count = 0
         self._end_event: dict[str, Event] = {}
+        self.never_healthy = set(never_healthy)  # instances whose Jibri never comes up
+        self._agents_up: set[str] = set()
         group.listener = self
 
     @property
@@ -150,14 +175,40 @@ class World(GroupListener):
     def idle_jibris(self) -> list[str]:
         return [j.instance_id for j in self.jibris.values() if j.idle]
 
+    def terminate_instance_of(self, record: RequestRecord, decrement: bool = False) -> str:
+        """An operator terminates the instance that records `record` (TerminateInstanceInAutoScalingGroup)."""
+        if record.instance_id is None or record.started_at is None or record.ended_at is not None:
+            raise ValueError(f"request {record.trace.index} is not recording")
+        self.group.terminate(record.instance_id, decrement=decrement)
+        return record.instance_id
+
     # --- group events -----------------------------------------------------------------------
 
     def on_in_service(self, instance_id: str) -> None:
+        self._agent_up(instance_id)
+
+    def on_booted_waiting(self, instance_id: str, into_warm_pool: bool) -> None:
+        if into_warm_pool:
+            self.controller.on_prepared_for_pool(instance_id)
+        else:
+            self._agent_up(instance_id)
+
+    def on_lifecycle_action(self, event: LifecycleEvent) -> None:
+        self.controller.on_lifecycle_action(event)
+
+    def _agent_up(self, instance_id: str) -> None:
+        if instance_id in self._agents_up:
+            return  # up since it booted in Pending:Wait
+        self._agents_up.add(instance_id)
+        if instance_id in self.never_healthy:
+            self.controller.on_stuck(instance_id)
+            return
         self.jibris[instance_id] = Jibri(instance_id, self.engine.now())
         self.controller.on_ready(instance_id)
         self._serve_queue()
 
     def on_terminated(self, instance_id: str) -> None:
+        self._agents_up.discard(instance_id)
         jibri = self.jibris.pop(instance_id, None)
         if jibri is not None and jibri.recording is not None:
             record = jibri.recording

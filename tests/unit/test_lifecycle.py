@@ -221,3 +221,17 @@ def test_events_of_other_groups_are_ignored() -> None:
     world = World()
     assert "ignored" in world.event("launch", "t-x", group="someone-else")
     assert world.registry.get(ID) is None
+
+
+def test_a_slow_launch_is_kept_open_past_a_short_heartbeat_timeout() -> None:
+    world = World(heartbeat_timeout_seconds=120, launch_timeout_seconds=900)
+    world.event("launch", "t-launch")
+    world.clock.advance(30)
+    world.lifecycle.tick()
+    assert world.group.heartbeats == []  # not due before half the heartbeat timeout
+    for _ in range(4):
+        world.clock.advance(60)
+        world.lifecycle.tick()
+    assert world.group.heartbeats == ["t-launch"] * 4
+    world.report("IDLE")  # ready after about 4.5 minutes: still continued, not timed out
+    assert world.group.completed == [("t-launch", ID, "CONTINUE")]
