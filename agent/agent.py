@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +16,8 @@ import boto3
 from agent.aws import AutoScaling, NotInGroup, instance_session
 from agent.backoff import Backoff
 from agent.config import AgentConfig
-from agent.imds import Imds
-from agent.jibri import CommandStarter, JibriClient, JibriHealth
+from agent.imds import Imds, ImdsError
+from agent.jibri import CommandStarter, JibriClient, JibriHealth, JibriTimeout
 from agent.log import UTC, get_logger, set_instance_id
 from agent.protection import ProtectionKeeper
 from agent.reporter import Reply, Reporter, ReportRejected, StatusReport, TransientReportError
@@ -28,6 +29,11 @@ REPORT_BACKOFF_BASE_SECONDS = 1.0
 REPORT_BACKOFF_CAP_SECONDS = 60.0
 # Protection is what keeps a recording alive through a scale-in, so it is retried sooner than reports.
 PROTECTION_BACKOFF_CAP_SECONDS = 15.0
+IN_SERVICE = "InService"
+WARMED_PREFIX = "Warmed:"
+# What the control plane accepts as target_lifecycle_state; anything else is left out so the report is not refused.
+_LIFECYCLE_STATE = re.compile(r"^[A-Za-z]+(:[A-Za-z]+)*$")
+_MAX_LIFECYCLE_STATE_CHARS = 64
 
 
 def _utc_now() -> datetime:
@@ -54,6 +60,7 @@ class Agent:
         *,
         session: boto3.Session | None = None,
         jibri_starter: Callable[[], None] | None = None,
+        jibri_restarter: Callable[[], None] | None = None,
         pending_uploads: Callable[[], int] = no_pending_uploads,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = _utc_now,
@@ -63,29 +70,45 @@ class Agent:
         self.config = config
         self._session = session
         self._start_jibri = jibri_starter or CommandStarter(config.jibri_start_command)
+        self._restart_jibri = jibri_restarter or CommandStarter(config.jibri_restart_command)
         self._pending_uploads_hook = pending_uploads
         self._clock = clock
         self._now = now
         self._sleep = sleep
         self._wake = threading.Event()
-        self._jibri = JibriClient(config.jibri_health_url, config.jibri_internal_url, config.request_timeout_seconds)
+        self._jibri = JibriClient(
+            config.jibri_health_url,
+            config.jibri_internal_url,
+            config.request_timeout_seconds,
+            http_url=config.jibri_http_base,
+        )
         host, port = config.webhook_address
         self._webhook = WebhookServer(host, port, self._on_webhook)
         self._report_backoff = Backoff(REPORT_BACKOFF_BASE_SECONDS, REPORT_BACKOFF_CAP_SECONDS, rng)
         self._protection_backoff = Backoff(1.0, PROTECTION_BACKOFF_CAP_SECONDS, rng)
         self._setup_backoff = Backoff(REPORT_BACKOFF_BASE_SECONDS, REPORT_BACKOFF_CAP_SECONDS, rng)
         self._identity: _Identity | None = None
+        self._imds: Imds | None = None
         self._reporter: Reporter | None = None
         self._protection: ProtectionKeeper | None = None
-        self._last_reported: tuple[str, str, int] | None = None
+        self._last_reported: tuple[str, str, int, str | None] | None = None
         self._next_report_at = 0.0
         self._retry_report_at: float | None = None
         self._pending_uploads = 0
         self.last_reply: Reply | None = None
         self._drain_wanted = False
         self._drained = False
-        self._restart_pending = False
+        self._restart_pending = False  # Jibri is to be started once it is gone (see _drive_start)
+        self._start_reason = ""
         self._webhook_retry_at = float("-inf")
+        # The last target lifecycle state IMDS answered: a round where IMDS is silent changes no decision.
+        self._lifecycle: str | None = None
+        self._lifecycle_unread = False
+        self._pool_shutdown_asked = False  # asked since Jibri was last seen gone
+        self._held_for_pool = False  # the agent took Jibri out of service for the warm pool
+        self._stop_asked = False  # stopService sent for the current recording
+        self._expired_handled = False  # this EXPIRED episode was acted on (or left to the control plane)
+        self._expired_waiting = False
 
     # -- what tests and the command line see -------------------------------------------------------------------
 
@@ -104,6 +127,10 @@ class Agent:
     @property
     def webhook_url(self) -> str:
         return self._webhook.url
+
+    @property
+    def target_lifecycle_state(self) -> str | None:
+        return self._lifecycle
 
     def wake(self) -> None:
         self._wake.set()
@@ -135,6 +162,7 @@ class Agent:
         self._protection = ProtectionKeeper(autoscaling, asg_name, protected, self._protection_backoff, self._clock)
         self._reporter = Reporter(self.config.api_url, instance_id, region, session.get_credentials, timeout)
         self._identity = _Identity(instance_id, region, asg_name)
+        self._imds = imds
         self._ensure_webhook()
         log.info(
             "agent started",
@@ -168,15 +196,21 @@ class Agent:
         self.setup()
         self._ensure_webhook()
         health = self._jibri.health()
+        lifecycle = self._read_lifecycle()
+        # Before the report: Jicofo must stop seeing a Jibri bound for the warm pool as soon as possible.
+        health = self._keep_out_of_pool(health)
         pending = self._read_pending_uploads()
         # Before any report that says BUSY, so the instance is protected by the time anyone learns it is busy.
         self._settle_protection(health, pending)
-        if self._report_due(health, pending):
-            reply = self._report(health, pending)
+        if self._report_due(health, pending, lifecycle):
+            reply = self._report(health, pending, lifecycle)
             if reply is not None:
                 self._settle_protection(health, pending)
                 self._take_drain_order(reply)
         self._drive_drain(health)
+        self._drive_stop_recording(health)
+        self._drive_expired(health)
+        self._drive_start(health)
         return self._next_delay()
 
     # -- the round's parts -----------------------------------------------------------------------------------
@@ -218,6 +252,56 @@ class Agent:
         self._pending_uploads = max(0, count)
         return self._pending_uploads
 
+    def _read_lifecycle(self) -> str | None:
+        """This round's target lifecycle state, or None when IMDS does not answer it (the report then omits it)."""
+        assert self._imds is not None
+        try:
+            state = self._imds.target_lifecycle_state()
+        except ImdsError as exc:
+            (log.debug if self._lifecycle_unread else log.warning)("no target lifecycle state from IMDS (%s)", exc)
+            self._lifecycle_unread = True
+            return None
+        if len(state) > _MAX_LIFECYCLE_STATE_CHARS or not _LIFECYCLE_STATE.match(state):
+            (log.debug if self._lifecycle_unread else log.warning)(
+                "IMDS answered a target lifecycle state that is not Auto Scaling's (%r); leaving it out", state[:80]
+            )
+            self._lifecycle_unread = True
+            return None
+        self._lifecycle_unread = False
+        if state != self._lifecycle:
+            log.info("target lifecycle state is %s", state, extra={"previous": self._lifecycle})
+            self._lifecycle = state
+            if state == IN_SERVICE and self._held_for_pool:
+                self._held_for_pool = False
+                self._plan_start("the instance left the warm pool")
+        return state
+
+    @property
+    def _warmed(self) -> bool:
+        return (self._lifecycle or "").startswith(WARMED_PREFIX)
+
+    def _keep_out_of_pool(self, health: JibriHealth) -> JibriHealth:
+        """While the instance is bound for the warm pool, Jibri leaves the brewery; returns the health to report."""
+        if health.offline:
+            self._pool_shutdown_asked = False  # should something start it again while warmed, it is asked again
+            return health
+        if not self._warmed or self._pool_shutdown_asked:
+            return health
+        try:
+            self._jibri.graceful_shutdown()
+        except Exception as exc:
+            log.warning("could not ask Jibri to shut down gracefully for the warm pool (%s); retrying next round", exc)
+            return health
+        self._held_for_pool = True
+        log.info(
+            "asked Jibri to shut down gracefully: the instance is bound for the warm pool",
+            extra={"target_lifecycle_state": self._lifecycle, "busy_status": health.busy_status},
+        )
+        # An idle Jibri leaves at once: look again so that this round already reports it gone.
+        after = self._jibri.health()
+        self._pool_shutdown_asked = not after.offline
+        return after
+
     def _settle_protection(self, health: JibriHealth, pending: int) -> None:
         protection = self._protection
         assert protection is not None
@@ -234,18 +318,18 @@ class Agent:
             else:
                 protection.ensure(False, "the control plane released it and Jibri is not busy")
 
-    def _report_due(self, health: JibriHealth, pending: int) -> bool:
+    def _report_due(self, health: JibriHealth, pending: int, lifecycle: str | None) -> bool:
         now = self._clock()
         if self._retry_report_at is not None:
             return now >= self._retry_report_at
-        if (health.busy_status, health.health, pending) != self._last_reported:
+        if (health.busy_status, health.health, pending, lifecycle) != self._last_reported:
             return True
         return now >= self._next_report_at
 
-    def _report(self, health: JibriHealth, pending: int) -> Reply | None:
+    def _report(self, health: JibriHealth, pending: int, lifecycle: str | None) -> Reply | None:
         assert self._reporter is not None
-        key = (health.busy_status, health.health, pending)
-        report = StatusReport(health.busy_status, health.health, pending, self._now(), health.raw)
+        key = (health.busy_status, health.health, pending, lifecycle)
+        report = StatusReport(health.busy_status, health.health, pending, self._now(), health.raw, lifecycle)
         try:
             reply = self._reporter.send(report)
         except TransientReportError as exc:
@@ -272,17 +356,20 @@ class Agent:
         self._report_backoff.reset()
         self.last_reply = reply
         (log.info if changed else log.debug)(
-            "reported %s/%s, %d pending upload(s); control plane says state=%s protect=%s drain=%s",
+            "reported %s/%s, %d pending upload(s), target lifecycle state %s; "
+            "control plane says state=%s protect=%s drain=%s stop_recording=%s",
             key[0],
             key[1],
             pending,
+            lifecycle or "unknown",
             reply.state,
             reply.protect,
             reply.drain,
+            reply.stop_recording,
         )
         return reply
 
-    def _finish_report(self, key: tuple[str, str, int]) -> None:
+    def _finish_report(self, key: tuple[str, str, int, str | None]) -> None:
         self._last_reported = key
         self._retry_report_at = None
         self._next_report_at = self._clock() + self.config.report_interval_seconds
@@ -295,8 +382,7 @@ class Agent:
         if self._drained:
             # Jibri cannot take back a graceful shutdown: it leaves anyway, so it is started again once gone.
             self._drained = False
-            self._restart_pending = True
-            log.info("drain withdrawn; Jibri will be started again once it has left")
+            self._plan_start("the drain was withdrawn")
 
     def _drive_drain(self, health: JibriHealth) -> None:
         if self._drain_wanted and not self._drained and not health.offline:
@@ -307,14 +393,75 @@ class Agent:
             else:
                 self._drained = True
                 log.info("asked Jibri to shut down gracefully (drain)", extra={"busy_status": health.busy_status})
-        if self._restart_pending and health.offline:
-            self._restart_pending = False
-            try:
-                self._start_jibri()
-            except Exception as exc:
-                log.error("could not start Jibri again after the drain was withdrawn: %s", exc)
-            else:
-                log.info("started Jibri again after the drain was withdrawn")
+
+    def _drive_stop_recording(self, health: JibriHealth) -> None:
+        if health.busy_status in ("IDLE", "EXPIRED"):
+            self._stop_asked = False  # that recording is over; a stop order applies afresh to the next one
+            return
+        reply = self.last_reply
+        if health.busy_status != "BUSY" or reply is None or not reply.stop_recording or self._stop_asked:
+            return
+        try:
+            self._jibri.stop_service()
+        except JibriTimeout as exc:
+            # Jibri may hold the call while it stops the recording: asking again could cut the next one.
+            log.warning("%s; assuming it is stopping the recording and not asking again", exc)
+        except Exception as exc:
+            log.warning("could not ask Jibri to stop its recording (%s); retrying next round", exc)
+            return
+        else:
+            log.warning(
+                "asked Jibri to stop its recording now: the instance is about to be interrupted, and the finalize "
+                "script hands the files off",
+                extra={"pending_uploads": self._pending_uploads},
+            )
+        self._stop_asked = True
+
+    def _drive_expired(self, health: JibriHealth) -> None:
+        """Single-use mode leaves Jibri EXPIRED after each recording: restart it, or leave it to the control plane."""
+        if health.busy_status in ("IDLE", "BUSY"):
+            self._expired_handled = self._expired_waiting = False  # Jibri is fresh again: a new episode may come
+            return
+        if health.busy_status != "EXPIRED" or self._expired_handled:
+            return
+        if self.config.expired_action == "replace":
+            self._expired_handled = True
+            log.info(
+                "Jibri is EXPIRED; leaving it to the control plane to replace the instance (expired_action = replace)"
+            )
+            return
+        if self._warmed or self._drain_wanted:
+            return  # leaving service anyway: a restart would only put it back in the brewery
+        # Restarting the unit kills what runs in its cgroup, the upload the finalize script handed off included.
+        if self._read_pending_uploads() > 0:
+            if not self._expired_waiting:
+                self._expired_waiting = True
+                log.info("Jibri is EXPIRED; it is restarted once the pending uploads are done")
+            return
+        self._expired_handled = True
+        try:
+            self._restart_jibri()
+        except Exception as exc:
+            log.error("could not restart the EXPIRED Jibri (the control plane replaces it): %s", exc)
+        else:
+            log.info("restarted Jibri: single-use mode had left it EXPIRED after its recording")
+
+    def _plan_start(self, reason: str) -> None:
+        self._restart_pending = True
+        self._start_reason = reason
+        log.info("%s; Jibri will be started again once it has left", reason)
+
+    def _drive_start(self, health: JibriHealth) -> None:
+        # Never into a warm-bound instance, nor while the control plane wants it gone: the plan waits for both.
+        if not self._restart_pending or not health.offline or self._warmed or self._drain_wanted:
+            return
+        self._restart_pending = False
+        try:
+            self._start_jibri()
+        except Exception as exc:
+            log.error("could not start Jibri again (%s): %s", self._start_reason, exc)
+        else:
+            log.info("started Jibri again: %s", self._start_reason)
 
     def _next_delay(self) -> float:
         now = self._clock()

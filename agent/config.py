@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from agent.jibri import http_base_of
 from agent.log import LEVELS
 
 T = TypeVar("T")
@@ -24,6 +25,7 @@ MAX_REPORT_INTERVAL_SECONDS = 40.0
 
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
+EXPIRED_ACTIONS = ("restart", "replace")
 
 
 class ConfigError(ValueError):
@@ -44,17 +46,26 @@ class AgentConfig:
     aws_endpoint_url: str | None = None
     jibri_health_url: str = "http://127.0.0.1:2222/jibri/api/v1.0/health"
     jibri_internal_url: str = "http://127.0.0.1:3333/jibri/api/internal/v1.0"
+    # Jibri's HTTP API base (stopService); None: the health URL without its last segment, the same server.
+    jibri_http_url: str | None = None
     webhook_listen: str = "127.0.0.1:8787"
     poll_interval_seconds: float = 5.0
     report_interval_seconds: float = 30.0
     request_timeout_seconds: float = 5.0
     jibri_start_command: tuple[str, ...] = ("systemctl", "start", "jibri")
+    jibri_restart_command: tuple[str, ...] = ("systemctl", "restart", "jibri")
+    # restart: the agent restarts an EXPIRED (single-use) Jibri; replace: it leaves it to the control plane.
+    expired_action: str = "restart"
     log_level: str = "INFO"
 
     @property
     def webhook_address(self) -> tuple[str, int]:
         host, _, port = self.webhook_listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+    @property
+    def jibri_http_base(self) -> str:
+        return self.jibri_http_url or http_base_of(self.jibri_health_url)
 
 
 KEYS = tuple(AgentConfig.__dataclass_fields__)
@@ -90,6 +101,11 @@ def parse_config(values: Mapping[str, str]) -> AgentConfig:
             reader.optional("jibri_internal_url", _http_url, "the http(s) base URL of Jibri's internal API")
             or defaults.jibri_internal_url
         ).rstrip("/"),
+        jibri_http_url=reader.optional(
+            "jibri_http_url",
+            _http_url,
+            "the http(s) base URL of Jibri's HTTP API, e.g. http://127.0.0.1:2222/jibri/api/v1.0",
+        ),
         webhook_listen=reader.optional("webhook_listen", _listen, "HOST:PORT to listen on, e.g. 127.0.0.1:8787")
         or defaults.webhook_listen,
         poll_interval_seconds=reader.number("poll_interval_seconds", defaults.poll_interval_seconds, 0.05, 300),
@@ -101,6 +117,12 @@ def parse_config(values: Mapping[str, str]) -> AgentConfig:
             "jibri_start_command", _command, "a command line, e.g. systemctl start jibri"
         )
         or defaults.jibri_start_command,
+        jibri_restart_command=reader.optional(
+            "jibri_restart_command", _command, "a command line, e.g. systemctl restart jibri"
+        )
+        or defaults.jibri_restart_command,
+        expired_action=reader.optional("expired_action", _choice(EXPIRED_ACTIONS), " or ".join(EXPIRED_ACTIONS))
+        or defaults.expired_action,
         log_level=reader.optional("log_level", _level, f"one of {', '.join(LEVELS)}") or defaults.log_level,
     )
 
@@ -193,6 +215,10 @@ def _command(raw: str) -> tuple[str, ...] | None:
     except ValueError:
         return None
     return words or None
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[str], str | None]:
+    return lambda raw: raw.lower() if raw.lower() in allowed else None
 
 
 def _level(raw: str) -> str | None:

@@ -1,4 +1,4 @@
-"""Jibri's local HTTP APIs: the health endpoint (:2222) and the internal API (:3333)."""
+"""Jibri's local HTTP APIs: the HTTP API with its health endpoint (:2222) and the internal API (:3333)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,15 @@ class JibriError(RuntimeError):
     pass
 
 
+class JibriTimeout(JibriError):
+    """The request was sent but not answered in time: Jibri may well be acting on it."""
+
+
+def http_base_of(health_url: str) -> str:
+    """Jibri serves health and stopService side by side (under /jibri/api/v1.0 on its external port)."""
+    return health_url.rstrip("/").rpartition("/")[0]
+
+
 def parse_health(body: Any) -> JibriHealth | None:
     """Jibri's JibriHealth JSON: {"status": {"busyStatus", "health": {"healthStatus", "details"}}, ...}."""
     if not isinstance(body, dict):
@@ -53,9 +62,10 @@ def parse_health(body: Any) -> JibriHealth | None:
 
 
 class JibriClient:
-    def __init__(self, health_url: str, internal_url: str, timeout: float) -> None:
+    def __init__(self, health_url: str, internal_url: str, timeout: float, http_url: str | None = None) -> None:
         self._health_url = health_url
         self._internal_url = internal_url.rstrip("/")
+        self._http_url = (http_url or http_base_of(health_url)).rstrip("/")
         self._timeout = timeout
         # Jibri listens on loopback: an environment proxy must not be asked for it.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -84,23 +94,28 @@ class JibriClient:
 
     def graceful_shutdown(self) -> None:
         """Ask Jibri to leave once idle: at once when idle, after the current recording when busy."""
-        request = urllib.request.Request(
-            f"{self._internal_url}/gracefulShutdown",
-            method="POST",
-            data=b"",
-            headers={"Content-Type": "application/json"},
-        )
+        self._post(f"{self._internal_url}/gracefulShutdown", "internal API", "gracefulShutdown")
+
+    def stop_service(self) -> None:
+        """Stop the current recording now; Jibri then runs its finalize script as after any recording."""
+        self._post(f"{self._http_url}/stopService", "HTTP API", "stopService")
+
+    def _post(self, url: str, api: str, action: str) -> None:
+        request = urllib.request.Request(url, method="POST", data=b"", headers={"Content-Type": "application/json"})
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            raise JibriError(f"Jibri's internal API answered HTTP {exc.code} to gracefulShutdown") from None
+            raise JibriError(f"Jibri's {api} answered HTTP {exc.code} to {action}") from None
         except (OSError, ValueError) as exc:
-            raise JibriError(f"Jibri's internal API did not answer gracefulShutdown: {exc}") from None
+            # urllib wraps connect and send failures in URLError; a bare timeout came while waiting for the answer.
+            if isinstance(exc, TimeoutError):
+                raise JibriTimeout(f"Jibri's {api} did not answer {action} within {self._timeout:g} s") from None
+            raise JibriError(f"Jibri's {api} did not answer {action}: {exc}") from None
 
 
 class CommandStarter:
-    """Starts Jibri again with a command (systemctl start jibri by default)."""
+    """Runs a command that starts or restarts Jibri (systemctl start jibri, systemctl restart jibri)."""
 
     def __init__(self, command: Sequence[str], timeout: float = 60.0) -> None:
         self._command = list(command)

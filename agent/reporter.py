@@ -29,15 +29,19 @@ class StatusReport:
     pending_uploads: int
     sent_at: datetime
     jibri: dict[str, Any] | None
+    target_lifecycle_state: str | None = None  # IMDS autoscaling/target-lifecycle-state, when it answered
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "busy_status": self.busy_status,
             "health": self.health,
             "pending_uploads": self.pending_uploads,
             "sent_at": format_time(self.sent_at),
             "jibri": self.jibri,
         }
+        if self.target_lifecycle_state is not None:
+            body["target_lifecycle_state"] = self.target_lifecycle_state
+        return body
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,7 @@ class Reply:
     protect: bool
     drain: bool
     state: str
+    stop_recording: bool = False  # a Spot interruption warning: the recording must end before the instance does
 
 
 class TransientReportError(RuntimeError):
@@ -122,7 +127,8 @@ def _parse_reply(status: int, payload: bytes) -> Reply:
         raise TransientReportError(
             f"status API answered HTTP {status} without protect (bool), drain (bool) and state (str)"
         )
-    return Reply(protect=protect, drain=drain, state=state)
+    # Only sent when true; anything but true is no order, so a stray value never cuts a recording.
+    return Reply(protect=protect, drain=drain, state=state, stop_recording=body.get("stop_recording") is True)
 
 
 def _read_quietly(exc: urllib.error.HTTPError) -> bytes:

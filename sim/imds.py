@@ -35,7 +35,7 @@ class FakeImds:
         region: str = "us-east-1",
         availability_zone: str = "us-east-1a",
         private_ip: str = "10.0.0.10",
-        target_lifecycle_state: str = "InService",
+        target_lifecycle_state: str | None = "InService",
     ) -> None:
         missing = {"AccessKeyId", "SecretAccessKey", "Token"} - set(credentials)
         if missing:
@@ -46,6 +46,7 @@ class FakeImds:
         self.region = region
         self.availability_zone = availability_zone
         self.private_ip = private_ip
+        # Read on every GET, so a change is what the next read sees; None answers 404, as outside a group.
         self.target_lifecycle_state = target_lifecycle_state
         self.token_requests = 0
         self.rejected_requests = 0

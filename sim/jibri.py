@@ -1,8 +1,10 @@
-"""A fake Jibri: its health API (:2222), its internal API (:3333) and its webhook posts, with Jibri's JSON shapes.
+"""A fake Jibri: its HTTP API (:2222), its internal API (:3333) and its webhook posts, with Jibri's JSON shapes.
 
 Shapes follow Jibri's JibriHealth, JibriStatus and OverallHealth classes and its WebhookClient:
 health is {"status": {"busyStatus", "health": {"healthStatus", "details"}}, "environmentContext"?}, and each
 subscriber gets {"jibriId", "status": <the same JibriStatus>} POSTed to <subscriber>/v1/status.
+The HTTP API also takes POST stopService, which ends the current session at once and always answers 200.
+In single-use mode (jibri.single-use-mode) a Jibri whose session ended is EXPIRED until it is restarted.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from typing import Any
 
 from sim.net import LoopbackServer
 
-HEALTH_PATH = "/jibri/api/v1.0/health"
+HTTP_PATH = "/jibri/api/v1.0"
+HEALTH_PATH = f"{HTTP_PATH}/health"
+STOP_SERVICE_PATH = f"{HTTP_PATH}/stopService"
 INTERNAL_PATH = "/jibri/api/internal/v1.0"
 BUSY_STATUSES = ("IDLE", "BUSY", "EXPIRED")
 HEALTH_STATUSES = ("HEALTHY", "UNHEALTHY")
@@ -25,13 +29,18 @@ WEBHOOK_TIMEOUT_SECONDS = 2.0
 
 
 class FakeJibri:
-    def __init__(self, jibri_id: str = "jibri", *, subscribers: Sequence[str] = ()) -> None:
+    def __init__(self, jibri_id: str = "jibri", *, subscribers: Sequence[str] = (), single_use: bool = False) -> None:
         self.jibri_id = jibri_id
         self.subscribers = [url.rstrip("/") for url in subscribers]
+        self.single_use = single_use
         self.environment = "xmpp-environment"
         self.graceful_shutdown_calls = 0
+        self.stop_service_calls = 0
+        self.restarts = 0
         # Fault injection: the internal API answers 503 to this many calls, acting on none of them.
         self.internal_errors = 0
+        # The same for stopService on the HTTP API (health keeps answering).
+        self.stop_service_errors = 0
         self.webhook_posts = 0
         self.webhook_failures = 0
         self._lock = threading.RLock()
@@ -63,9 +72,10 @@ class FakeJibri:
             sender.join(timeout=5)
 
     def restart(self) -> None:
-        """Jibri's process started again: both APIs answer and it is IDLE and HEALTHY."""
+        """Jibri's process started again: both APIs answer and it is IDLE and HEALTHY (EXPIRED no more)."""
         self.exit()
         with self._lock:
+            self.restarts += 1
             self._busy_status = "IDLE"
             self._health = "HEALTHY"
             self._shutdown_pending = False
@@ -74,6 +84,10 @@ class FakeJibri:
     @property
     def running(self) -> bool:
         return self._api.running
+
+    @property
+    def http_url(self) -> str:
+        return f"{self._api.url}{HTTP_PATH}"
 
     @property
     def health_url(self) -> str:
@@ -98,9 +112,14 @@ class FakeJibri:
         return self._shutdown_pending
 
     def set_busy_status(self, busy_status: str) -> None:
+        """In single-use mode a session that ends (BUSY to IDLE) leaves Jibri EXPIRED instead, until restart()."""
         if busy_status not in BUSY_STATUSES:
             raise ValueError(f"busy_status must be one of {', '.join(BUSY_STATUSES)}")
         with self._lock:
+            if busy_status == "IDLE" and self._busy_status == "BUSY":
+                busy_status = self._after_session()
+            elif busy_status == "IDLE" and self.single_use and self._busy_status == "EXPIRED":
+                busy_status = "EXPIRED"  # only a restart brings a spent single-use Jibri back
             changed = busy_status != self._busy_status
             self._busy_status = busy_status
             # Jibri runs its pending graceful shutdown when its session ends and exits before publishing IDLE.
@@ -138,6 +157,32 @@ class FakeJibri:
         """Post the current status to every subscriber, as Jibri does on a change and every minute."""
         if self.running:
             self._outbox.put({"jibriId": self.jibri_id, "status": self.status()})
+
+    def _after_session(self) -> str:
+        return "EXPIRED" if self.single_use else "IDLE"
+
+    # -- the HTTP API -----------------------------------------------------------------------------------------------
+
+    def take_stop_service_error(self) -> bool:
+        with self._lock:
+            if self.stop_service_errors <= 0:
+                return False
+            self.stop_service_errors -= 1
+            return True
+
+    def request_stop_service(self) -> None:
+        """Ends the current session, if any; with a graceful shutdown pending, Jibri then leaves (before the caller
+        hears back, so its next health poll is refused)."""
+        with self._lock:
+            self.stop_service_calls += 1
+            if self._busy_status != "BUSY":
+                return
+            self._busy_status = self._after_session()
+            leaving = self._shutdown_pending
+        if leaving:
+            self.exit()
+        else:
+            self.announce()
 
     # -- the internal API ---------------------------------------------------------------------------------------
 
@@ -211,6 +256,19 @@ class _HealthHandler(_JsonHandler):
             self._answer(200, self.jibri.health_body())
         else:
             self._answer(404)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path.rstrip("/") != STOP_SERVICE_PATH:
+            self._answer(404)
+            return
+        if self.jibri.take_stop_service_error():
+            self._answer(503)
+            return
+        self.jibri.request_stop_service()
+        self._answer(200)
 
 
 class _InternalHandler(_JsonHandler):

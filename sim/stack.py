@@ -136,7 +136,8 @@ class LocalStack:
                 "log_level": self.agent_log_level,
             }
         )
-        recorder = SimRecorder(instance_id, jibri, imds, Agent(config, jibri_starter=jibri.restart))
+        agent = Agent(config, jibri_starter=jibri.restart, jibri_restarter=jibri.restart)
+        recorder = SimRecorder(instance_id, jibri, imds, agent)
         self.recorders[instance_id] = recorder.start()
         return recorder
 

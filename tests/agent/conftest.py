@@ -260,7 +260,7 @@ def clock() -> FakeClock:
 
 
 class Starter:
-    """The injected Jibri starter: counts calls and brings the fake Jibri back."""
+    """The injected Jibri starter (or restarter): counts calls and brings the fake Jibri back."""
 
     def __init__(self, jibri: FakeJibri) -> None:
         self.jibri = jibri
@@ -273,6 +273,12 @@ class Starter:
 
 @pytest.fixture
 def starter(jibri: FakeJibri) -> Starter:
+    return Starter(jibri)
+
+
+@pytest.fixture
+def restarter(jibri: FakeJibri) -> Starter:
+    """The injected command for an EXPIRED Jibri, kept apart from the starter so tests tell the two apart."""
     return Starter(jibri)
 
 
@@ -294,13 +300,20 @@ def config(
 
 
 @pytest.fixture
-def make_agent(config: AgentConfig, clock: FakeClock, starter: Starter) -> Iterator[Callable[..., Agent]]:
+def make_agent(
+    config: AgentConfig, clock: FakeClock, starter: Starter, restarter: Starter
+) -> Iterator[Callable[..., Agent]]:
     """Agents on the fake clock (deadlines move only when a test advances it); closed after the test."""
     made: list[Agent] = []
 
     def make(**overrides: Any) -> Agent:
         settings = {name: overrides.pop(name) for name in list(overrides) if name in AgentConfig.__dataclass_fields__}
-        options: dict[str, Any] = {"clock": clock, "jibri_starter": starter, "rng": lambda: 0.5}
+        options: dict[str, Any] = {
+            "clock": clock,
+            "jibri_starter": starter,
+            "jibri_restarter": restarter,
+            "rng": lambda: 0.5,
+        }
         options.update(overrides)
         agent = Agent(AgentConfig(**{**config.__dict__, **settings}), **options)
         made.append(agent)

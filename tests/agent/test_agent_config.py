@@ -29,6 +29,10 @@ def test_defaults_with_only_the_api_url(tmp_path):
     assert config.webhook_address == ("127.0.0.1", 8787)
     assert (config.poll_interval_seconds, config.report_interval_seconds, config.request_timeout_seconds) == (5, 30, 5)
     assert config.jibri_start_command == ("systemctl", "start", "jibri")
+    assert config.jibri_restart_command == ("systemctl", "restart", "jibri")
+    assert config.expired_action == "restart"
+    # stopService lives beside health on Jibri's HTTP API.
+    assert config.jibri_http_url is None and config.jibri_http_base == "http://127.0.0.1:2222/jibri/api/v1.0"
     assert config.region is None and config.asg_name is None and config.aws_endpoint_url is None
 
 
@@ -38,12 +42,23 @@ def test_environment_overrides_the_file(tmp_path):
         "JIBRI_AGENT_API_URL": "https://b.example:443/prod",
         "JIBRI_AGENT_REGION": "eu-west-1",
         "JIBRI_AGENT_JIBRI_START_COMMAND": "sudo -n systemctl start 'jibri.service'",
+        "JIBRI_AGENT_JIBRI_RESTART_COMMAND": "/usr/local/bin/jibri-restart --now",
+        "JIBRI_AGENT_EXPIRED_ACTION": "Replace",
+        "JIBRI_AGENT_JIBRI_HTTP_URL": "http://127.0.0.1:2223/jibri/api/v1.0/",
     }
     config = load_config(path, environ=env)
     # The default port is dropped so the host urllib sends is the host SigV4 signed.
     assert config.api_url == "https://b.example/prod"
     assert config.region == "eu-west-1" and config.poll_interval_seconds == 2 and config.log_level == "DEBUG"
     assert config.jibri_start_command == ("sudo", "-n", "systemctl", "start", "jibri.service")
+    assert config.jibri_restart_command == ("/usr/local/bin/jibri-restart", "--now")
+    assert config.expired_action == "replace"
+    assert config.jibri_http_base == "http://127.0.0.1:2223/jibri/api/v1.0"
+
+
+def test_the_http_api_base_follows_a_moved_health_url():
+    config = AgentConfig(api_url="https://x/api", jibri_health_url="http://10.0.0.5:8222/jibri/api/v1.0/health")
+    assert config.jibri_http_base == "http://10.0.0.5:8222/jibri/api/v1.0"
 
 
 @pytest.mark.parametrize(
@@ -59,6 +74,9 @@ def test_environment_overrides_the_file(tmp_path):
         ("api_url = https://x/api\nregion = Mars", {}, "region"),
         ("api_url = https://x/api\nlog_level = loud", {}, "log_level"),
         ("api_url = https://x/api\njibri_start_command = 'unclosed", {}, "jibri_start_command"),
+        ("api_url = https://x/api\njibri_restart_command = 'unclosed", {}, "jibri_restart_command"),
+        ("api_url = https://x/api", {"JIBRI_AGENT_EXPIRED_ACTION": "recycle"}, "expired_action"),
+        ("api_url = https://x/api\njibri_http_url = 127.0.0.1:2222/jibri/api/v1.0", {}, "jibri_http_url"),
         ("api_url = https://x/api\nimds_url = 169.254.169.254", {}, "imds_url"),
         ("api_url = https://x/api\npoll_interval = 5", {}, "poll_interval"),
     ],

@@ -78,6 +78,17 @@ def test_metadata_paths(imds):
     assert _get(imds, "meta-data/nothing-here", token)[0] == 404
 
 
+def test_a_lifecycle_change_is_seen_on_the_next_read(imds):
+    token = _token(imds)
+    path = "meta-data/autoscaling/target-lifecycle-state"
+    imds.target_lifecycle_state = "Warmed:Stopped"
+    assert _get(imds, path, token) == (200, "Warmed:Stopped")
+    imds.target_lifecycle_state = "InService"
+    assert _get(imds, path, token) == (200, "InService")
+    imds.target_lifecycle_state = None  # not in a group: IMDS has no such entry
+    assert _get(imds, path, token)[0] == 404
+
+
 def test_role_credentials_shape(imds):
     status, text = _get(imds, "meta-data/iam/security-credentials/jibri-role", _token(imds))
     body = json.loads(text)

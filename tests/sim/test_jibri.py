@@ -164,6 +164,58 @@ def test_restart_brings_back_an_idle_jibri(jibri):
     assert jibri.graceful_shutdown_calls == 2
 
 
+def test_stop_service_ends_a_busy_session(jibri, subscriber):
+    jibri.set_busy_status("BUSY")
+    assert jibri.http_url.endswith("/jibri/api/v1.0")
+    assert _post(f"{jibri.http_url}/stopService") == 200
+    assert jibri.stop_service_calls == 1 and jibri.busy_status == "IDLE" and jibri.running
+    assert _health(jibri)["status"]["busyStatus"] == "IDLE"
+    wait_until(lambda: len(subscriber.bodies()) == 2)
+    assert [b["status"]["busyStatus"] for b in subscriber.bodies()] == ["BUSY", "IDLE"]
+
+
+def test_stop_service_when_idle_answers_200_and_changes_nothing(jibri):
+    assert _post(f"{jibri.http_url}/stopService") == 200
+    assert jibri.stop_service_calls == 1 and jibri.busy_status == "IDLE"
+
+
+def test_stop_service_with_a_pending_graceful_shutdown_leaves(jibri):
+    jibri.set_busy_status("BUSY")
+    _post(f"{jibri.internal_url}/gracefulShutdown")
+    assert _post(f"{jibri.http_url}/stopService") == 200
+    assert not jibri.running and _refused(jibri)
+
+
+def test_stop_service_faults_and_unknown_posts(jibri):
+    jibri.set_busy_status("BUSY")
+    jibri.stop_service_errors = 1
+    assert _post(f"{jibri.http_url}/stopService") == 503
+    assert jibri.busy_status == "BUSY" and jibri.stop_service_calls == 0
+    assert _post(f"{jibri.http_url}/startService") == 404
+    assert _post(f"{jibri.http_url}/stopService") == 200 and jibri.busy_status == "IDLE"
+
+
+def test_single_use_jibri_expires_after_each_session(subscriber):
+    jibri = FakeJibri("jibri-once", subscribers=[subscriber.server.url], single_use=True).start()
+    try:
+        jibri.set_busy_status("BUSY")
+        jibri.set_busy_status("IDLE")  # the recording ends
+        assert jibri.busy_status == "EXPIRED"
+        assert _health(jibri)["status"]["busyStatus"] == "EXPIRED"
+        jibri.set_busy_status("IDLE")  # nothing but a restart brings it back
+        assert jibri.busy_status == "EXPIRED"
+
+        jibri.restart()
+        assert jibri.restarts == 1 and _health(jibri)["status"]["busyStatus"] == "IDLE"
+        jibri.set_busy_status("BUSY")
+        assert _post(f"{jibri.http_url}/stopService") == 200
+        assert jibri.busy_status == "EXPIRED"
+        wait_until(lambda: len(subscriber.bodies()) == 4)
+        assert [b["status"]["busyStatus"] for b in subscriber.bodies()] == ["BUSY", "EXPIRED", "BUSY", "EXPIRED"]
+    finally:
+        jibri.stop()
+
+
 def test_internal_api_faults_and_unknown_paths(jibri):
     jibri.internal_errors = 1
     assert _post(f"{jibri.internal_url}/gracefulShutdown") == 503
