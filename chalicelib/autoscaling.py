@@ -68,9 +68,10 @@ PROTECTION_BATCH = 50  # SetInstanceProtection takes at most 50 instance ids
 
 
 class Boto3AutoScaling:
-    def __init__(self, client: Any, group_name: str) -> None:
+    def __init__(self, client: Any, group_name: str, warm_pool_state: str = "Stopped") -> None:
         self._client = client
         self.group_name = group_name
+        self._warm_pool_state = warm_pool_state
 
     def is_member(self, instance_id: str) -> bool:
         found = self._client.describe_auto_scaling_instances(InstanceIds=[instance_id]).get("AutoScalingInstances", [])
@@ -109,7 +110,7 @@ class Boto3AutoScaling:
             AutoScalingGroupName=self.group_name,
             MinSize=min_size,
             MaxGroupPreparedCapacity=min_size,
-            PoolState="Stopped",
+            PoolState=self._warm_pool_state,
         )
 
     def complete_lifecycle_action(self, hook_name: str, token: str, instance_id: str, result: str) -> None:

@@ -27,8 +27,10 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 _ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@\-]{1,64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_POOL_STATE = re.compile(r"^(Stopped|Hibernated)$")
 _EXPIRED = re.compile(r"^(restart|replace)$")
 _WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
+_POOL_STATE = re.compile(r"^(Stopped|Hibernated)$")
 _EXPIRED = re.compile(r"^(restart|replace)$")
 _WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
 _TOPIC_ARN = re.compile(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}$")
@@ -57,6 +59,7 @@ class Settings:
     cold_launch_seconds: int = 240
     warm_start_seconds: int = 45
     warm_pool: str = "off"
+    warm_pool_state: str = "Stopped"
     schedule: tuple[ScheduleOverride, ...] = ()
     dry_run: bool = False
     decisions_shown: int = 10
@@ -124,6 +127,7 @@ class Settings:
             cold_launch_seconds=reader.integer("COLD_LAUNCH_SECONDS", 240, minimum=10, maximum=3600),
             warm_start_seconds=reader.integer("WARM_START_SECONDS", 45, minimum=5, maximum=3600),
             warm_pool=reader.optional("WARM_POOL", _WARM_POOL, "off, auto or a whole number of instances") or "off",
+            warm_pool_state=reader.optional("WARM_POOL_STATE", _POOL_STATE, "Stopped or Hibernated") or "Stopped",
             schedule=reader.schedule("SCHEDULE", "SCHEDULE_TZ"),
             dry_run=reader.boolean("DRY_RUN", False),
             decisions_shown=reader.integer("DECISIONS_SHOWN", 10, minimum=1, maximum=100),

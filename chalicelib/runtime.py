@@ -77,7 +77,10 @@ class Runtime:
     @property
     def autoscaling(self) -> AutoScaling:
         if self._autoscaling is None:
-            self._autoscaling = Boto3AutoScaling(boto3.client("autoscaling"), self.settings.asg_name)
+            settings = self.settings
+            self._autoscaling = Boto3AutoScaling(
+                boto3.client("autoscaling"), settings.asg_name, warm_pool_state=settings.warm_pool_state
+            )
         return self._autoscaling
 
     def lifecycle(self) -> LifecycleService:
