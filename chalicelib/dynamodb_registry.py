@@ -138,6 +138,9 @@ class DynamoDBRegistry:
             "stop_recording": recorder.stop_recording or None,
             "target_lifecycle_state": recorder.target_lifecycle_state,
             "replace_requested_at": _dec(recorder.replace_requested_at),
+            "reserved_for": recorder.reserved_for,
+            "reserved_until": _dec(recorder.reserved_until),
+            "private_ip": recorder.private_ip,
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         return item
@@ -173,4 +176,7 @@ def _from_item(item: dict[str, Any]) -> Recorder:
         stop_recording=bool(item.get("stop_recording", False)),
         target_lifecycle_state=item.get("target_lifecycle_state"),
         replace_requested_at=_opt_float(item.get("replace_requested_at")),
+        reserved_for=item.get("reserved_for"),
+        reserved_until=_opt_float(item.get("reserved_until")),
+        private_ip=item.get("private_ip"),
     )

@@ -60,6 +60,9 @@ class Recorder:
     stop_recording: bool = False  # a Spot interruption: the agent stops Jibri's session now
     target_lifecycle_state: str | None = None  # as the agent read it from instance metadata
     replace_requested_at: float | None = None  # when the reconciler told Auto Scaling it is unhealthy
+    reserved_for: str | None = None  # the ticket holding this recorder while it is `reserved`
+    reserved_until: float | None = None  # the reservation's lease
+    private_ip: str | None = None  # as the agent read it from instance metadata
 
     def is_stale(self, now: float, stale_after: float) -> bool:
         seen = self.last_heartbeat_at if self.last_heartbeat_at is not None else self.created_at
@@ -81,6 +84,9 @@ def transition(recorder: Recorder, target: RecorderState, now: float, **changes:
     if target is not recorder.state and not can_transition(recorder.state, target):
         raise InvalidTransition(f"{recorder.instance_id}: {recorder.state.value} -> {target.value} is not allowed")
     state_changed_at = now if target is not recorder.state else recorder.state_changed_at
+    if target is not RecorderState.RESERVED:  # a reservation lives only as long as the state
+        changes.setdefault("reserved_for", None)
+        changes.setdefault("reserved_until", None)
     return dataclasses.replace(recorder, state=target, updated_at=now, state_changed_at=state_changed_at, **changes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from chalicelib.states import HOLDS_INSTANCE, RecorderState
 S = RecorderState
 BUSY_STATUSES = ("IDLE", "BUSY", "EXPIRED", "OFFLINE")
 HEALTH_STATUSES = ("HEALTHY", "UNHEALTHY")
-_FIELDS = {"busy_status", "health", "pending_uploads", "sent_at", "jibri", "target_lifecycle_state"}
+_FIELDS = {"busy_status", "health", "pending_uploads", "sent_at", "jibri", "target_lifecycle_state", "private_ip"}
 _LIFECYCLE_STATE = re.compile(r"^[A-Za-z]+(:[A-Za-z]+)*$")
 # A report stamped further ahead than this would shadow every later one.
 MAX_CLOCK_SKEW_SECONDS = 300
@@ -34,6 +35,7 @@ class StatusReport:
     sent_at: float
     jibri: dict[str, Any] | None = None
     target_lifecycle_state: str | None = None  # instance metadata's autoscaling/target-lifecycle-state
+    private_ip: str | None = None  # instance metadata's local-ipv4: where Jibri can be reached
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,14 @@ def parse_report(body: Any, now: float) -> StatusReport:
         not isinstance(lifecycle, str) or len(lifecycle) > 64 or not _LIFECYCLE_STATE.match(lifecycle)
     ):
         raise BadRequest("target_lifecycle_state must be Auto Scaling's state name, e.g. InService or Warmed:Stopped")
+    private_ip = body.get("private_ip")
+    if private_ip is not None:
+        try:
+            if not isinstance(private_ip, str):
+                raise ValueError(private_ip)
+            private_ip = str(ipaddress.ip_address(private_ip))
+        except ValueError:
+            raise BadRequest("private_ip must be an IPv4 or IPv6 address") from None
     return StatusReport(
         busy_status=busy_status,
         health=health,
@@ -83,6 +93,7 @@ def parse_report(body: Any, now: float) -> StatusReport:
         sent_at=sent_at,
         jibri=jibri,
         target_lifecycle_state=lifecycle,
+        private_ip=private_ip,
     )
 
 
@@ -154,7 +165,13 @@ class StatusService:
         demand: DemandStore | None = None,
         count_busy_as_arrivals: bool = True,
         settle: Callable[[Recorder], Recorder] | None = None,
+        on_idle: Callable[[Recorder], object] | None = None,
+        on_busy: Callable[[Recorder | None, Recorder], bool] | None = None,
     ) -> None:
+        # Hand a recorder that came free to the oldest waiting request, and let a recording
+        # that starts consume the request it serves (see assignment.py).
+        self._on_idle = on_idle
+        self._on_busy = on_busy
         # Completes the recorder's open lifecycle action when the report frees it (see lifecycle.py).
         self._settle = settle or (lambda recorder: recorder)
         self._registry = registry
@@ -182,7 +199,7 @@ class StatusService:
                 if isinstance(result, LostRace):
                     continue
                 self._changed(None, result.recorder, now)
-                return reply_for(self._settled(result.recorder), applied=True)
+                return reply_for(self._after(result.recorder, became_idle=True), applied=True)
             if current.state is S.TERMINATED:
                 raise Gone(f"instance {instance_id} was terminated; its reports are no longer accepted")
             if current.last_report_sent_at is not None and report.sent_at <= current.last_report_sent_at:
@@ -196,20 +213,26 @@ class StatusService:
                 continue
             if updated.state is not current.state:
                 self._changed(current, result.recorder, now)
-            return reply_for(self._settled(result.recorder), applied=True)
+            became_idle = current.state is not S.IDLE
+            return reply_for(self._after(result.recorder, became_idle), applied=True)
         raise RuntimeError(f"recorder {instance_id} kept changing during {_MAX_SAVE_ATTEMPTS} attempts")
 
-    def _settled(self, recorder: Recorder) -> Recorder:
-        return self._settle(recorder) if recorder.hook is not None else recorder
+    def _after(self, recorder: Recorder, became_idle: bool) -> Recorder:
+        """The recorder once its lifecycle action is settled and, if it just came free, the queue served."""
+        if recorder.hook is not None:
+            recorder = self._settle(recorder)
+        if became_idle and recorder.state is S.IDLE and self._on_idle is not None:
+            self._on_idle(recorder)
+            recorder = self._registry.get(recorder.instance_id) or recorder
+        return recorder
 
     def _changed(self, before: Recorder | None, after: Recorder, now: float) -> None:
         self._on_transition(before, after)
-        if self._demand is None:
-            return
-        if before is not None and before.state is S.LAUNCHING and after.state is S.IDLE:
+        if self._demand is not None and before is not None and before.state is S.LAUNCHING and after.state is S.IDLE:
             self._demand.record_lead_time(before.launch_kind or "cold", now - before.created_at, now)
         started = after.busy_status == "BUSY" and (before is None or before.busy_status != "BUSY")
-        if started and self._count_busy_as_arrivals:
+        served_a_request = started and self._on_busy is not None and self._on_busy(before, after)
+        if started and self._count_busy_as_arrivals and not served_a_request and self._demand is not None:
             self._demand.record_arrival(now)
 
     def _new_recorder(self, instance_id: str, report: StatusReport, now: float) -> Recorder:
@@ -233,4 +256,5 @@ def _fields(report: StatusReport, now: float) -> dict[str, Any]:
         "pending_uploads": report.pending_uploads,
         "jibri": report.jibri,
         "target_lifecycle_state": report.target_lifecycle_state,
+        **({"private_ip": report.private_ip} if report.private_ip else {}),
     }

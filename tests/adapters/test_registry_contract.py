@@ -74,6 +74,9 @@ def test_create_then_get_round_trips_every_field(registry: Registry) -> None:
         stop_recording=True,
         target_lifecycle_state="Warmed:Stopped",
         replace_requested_at=NOW - 1,
+        reserved_for="req-1",
+        reserved_until=NOW + 90,
+        private_ip="10.0.1.23",
         jibri={"status": {"busyStatus": "IDLE", "health": {"healthStatus": "HEALTHY", "details": {}}}, "n": 1.5},
     )
     stored = written(registry.create(original))
