@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from chalicelib.assignment import AssignmentSettings
 from chalicelib.lifecycle import LifecycleSettings
 from chalicelib.policy import PolicySettings
 from chalicelib.reconciler import ReconcilerSettings
@@ -66,9 +67,20 @@ class Settings:
     lifecycle_heartbeat_timeout_seconds: int = 7200
     launch_timeout_seconds: int = 900
     lost_after_seconds: int = 900
+    request_lease_seconds: int = 90
+    request_wait_seconds: int = 600
+    request_retry_after_seconds: int = 10
     protection_idle_seconds: int = 600
     max_recording_seconds: int = 21_600
     expired_action: str = "restart"
+
+    def assignment(self) -> AssignmentSettings:
+        return AssignmentSettings(
+            lease_seconds=float(self.request_lease_seconds),
+            wait_seconds=float(self.request_wait_seconds),
+            retry_after_seconds=self.request_retry_after_seconds,
+            stale_after_seconds=float(self.heartbeat_stale_seconds),
+        )
 
     def reconciler(self) -> ReconcilerSettings:
         return ReconcilerSettings(
@@ -136,6 +148,9 @@ class Settings:
             ),
             launch_timeout_seconds=reader.integer("LAUNCH_TIMEOUT_SECONDS", 900, minimum=60, maximum=7200),
             lost_after_seconds=reader.integer("LOST_AFTER_SECONDS", 900, minimum=120, maximum=86_400),
+            request_lease_seconds=reader.integer("REQUEST_LEASE_SECONDS", 90, minimum=10, maximum=3600),
+            request_wait_seconds=reader.integer("REQUEST_WAIT_SECONDS", 600, minimum=10, maximum=86_400),
+            request_retry_after_seconds=reader.integer("REQUEST_RETRY_AFTER_SECONDS", 10, minimum=1, maximum=600),
             protection_idle_seconds=reader.integer("PROTECTION_IDLE_SECONDS", 600, minimum=60, maximum=86_400),
             max_recording_seconds=reader.integer("MAX_RECORDING_SECONDS", 21_600, minimum=600, maximum=172_800),
             expired_action=reader.optional("EXPIRED_ACTION", _EXPIRED, "restart or replace") or "restart",

@@ -58,8 +58,10 @@ class Evaluator:
         on_decision: Callable[[DecisionRecord], None] | None = None,
         lifecycle: LifecycleService | None = None,
         reconciler: Reconciler | None = None,
+        housekeeping: Callable[[], list[str]] | None = None,
     ) -> None:
         self._lifecycle = lifecycle
+        self._housekeeping = housekeeping  # e.g. ending leases and serving the request queue
         self._reconciler = reconciler
         self._registry = registry
         self._autoscaling = autoscaling
@@ -96,6 +98,9 @@ class Evaluator:
         if act and self._lifecycle is not None:
             for line in self._lifecycle.tick():
                 logger.info("lifecycle", extra={"action": line})
+        if act and self._housekeeping is not None:
+            for line in self._housekeeping():
+                logger.info("requests", extra={"action": line})
         now = self._clock.now()
         group = self._autoscaling.describe()
         paused = self._control.paused()

@@ -10,6 +10,7 @@ from typing import Any
 
 import boto3
 
+from chalicelib.assignment import AssignmentService
 from chalicelib.autoscaling import AutoScaling, Boto3AutoScaling
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
@@ -24,6 +25,7 @@ from chalicelib.observability import record_alert, record_asg_alert, record_deci
 from chalicelib.reconciler import Reconciler
 from chalicelib.registry import Registry
 from chalicelib.status import StatusService
+from chalicelib.tickets import DynamoDBTicketStore, TicketStore
 
 
 class Runtime:
@@ -35,12 +37,14 @@ class Runtime:
         clock: Clock | None = None,
         demand: DemandStore | None = None,
         control: ControlStore | None = None,
+        tickets: TicketStore | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._autoscaling = autoscaling
         self._demand = demand
         self._control = control
+        self._tickets = tickets
         self._table: Any = None
         self.clock: Clock = clock or SystemClock()
 
@@ -67,6 +71,22 @@ class Runtime:
         if self._demand is None:
             self._demand = DynamoDBDemandStore(self.table, self.settings.pool_name)
         return self._demand
+
+    @property
+    def tickets(self) -> TicketStore:
+        if self._tickets is None:
+            self._tickets = DynamoDBTicketStore(self.table, self.settings.pool_name)
+        return self._tickets
+
+    def assignment(self) -> AssignmentService:
+        return AssignmentService(
+            self.registry,
+            self.tickets,
+            self.clock,
+            self.settings.assignment(),
+            on_queued=lambda: self.evaluator().run("request"),
+            on_arrival=self.demand.record_arrival,
+        )
 
     @property
     def control(self) -> ControlStore:
@@ -103,6 +123,7 @@ class Runtime:
         return InstanceEventService(self.registry, self.clock, self.settings.tombstone_days * 86_400)
 
     def status_service(self) -> StatusService:
+        assignment = self.assignment()
         return StatusService(
             self.registry,
             self.autoscaling,
@@ -110,10 +131,13 @@ class Runtime:
             on_transition=record_transition,
             demand=self.demand,
             settle=self.lifecycle().settle,
+            on_idle=lambda recorder: assignment.assign_queue([recorder]),
+            on_busy=assignment.on_busy,
         )
 
     def evaluator(self) -> Evaluator:
         settings = self.settings
+        assignment = AssignmentService(self.registry, self.tickets, self.clock, settings.assignment())
         options = EvaluatorOptions(
             dry_run=settings.dry_run,
             stale_after=float(settings.heartbeat_stale_seconds),
@@ -127,8 +151,10 @@ class Runtime:
             self.control,
             self.clock,
             settings.policy(),
+            queued=assignment.queued_count,
             options=options,
             on_decision=record_decision,
             lifecycle=self.lifecycle(),
             reconciler=Reconciler(self.registry, self.autoscaling, settings.reconciler(), on_alert=record_alert),
+            housekeeping=assignment.tick,
         )

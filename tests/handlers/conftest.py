@@ -16,6 +16,7 @@ from chalicelib.control import MemoryControlStore
 from chalicelib.demand import MemoryDemandStore
 from chalicelib.memory_registry import MemoryRegistry
 from chalicelib.runtime import Runtime
+from chalicelib.tickets import MemoryTicketStore
 from sim.clock import ManualClock
 
 EVENTS = Path(__file__).resolve().parent.parent / "events"
@@ -138,12 +139,18 @@ def control() -> MemoryControlStore:
 
 
 @pytest.fixture
+def tickets() -> MemoryTicketStore:
+    return MemoryTicketStore()
+
+
+@pytest.fixture
 def api(
     clock: ManualClock,
     group: FakeAutoScaling,
     registry: MemoryRegistry,
     demand: MemoryDemandStore,
     control: MemoryControlStore,
+    tickets: MemoryTicketStore,
 ) -> Iterator[Api]:
     settings = Settings(table_name="unused", asg_name="jibri-dev", agent_role_name=AGENT_ROLE, pool_name="jibri-dev")
     runtime = Runtime(
@@ -153,6 +160,7 @@ def api(
         clock=clock,
         demand=demand,
         control=control,
+        tickets=tickets,
     )
     previous, app_module.runtime = app_module.runtime, runtime
     try:
