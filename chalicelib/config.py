@@ -68,6 +68,7 @@ class Settings:
     launch_timeout_seconds: int = 900
     lost_after_seconds: int = 900
     request_lease_seconds: int = 90
+    offline_confirm_seconds: int = 45
     request_wait_seconds: int = 600
     request_retry_after_seconds: int = 10
     protection_idle_seconds: int = 600
@@ -96,6 +97,7 @@ class Settings:
         return LifecycleSettings(
             heartbeat_timeout_seconds=self.lifecycle_heartbeat_timeout_seconds,
             launch_timeout_seconds=self.launch_timeout_seconds,
+            offline_confirm_seconds=float(self.offline_confirm_seconds),
         )
 
     def policy(self) -> PolicySettings:
@@ -149,6 +151,7 @@ class Settings:
             launch_timeout_seconds=reader.integer("LAUNCH_TIMEOUT_SECONDS", 900, minimum=60, maximum=7200),
             lost_after_seconds=reader.integer("LOST_AFTER_SECONDS", 900, minimum=120, maximum=86_400),
             request_lease_seconds=reader.integer("REQUEST_LEASE_SECONDS", 90, minimum=10, maximum=3600),
+            offline_confirm_seconds=reader.integer("OFFLINE_CONFIRM_SECONDS", 45, minimum=0, maximum=600),
             request_wait_seconds=reader.integer("REQUEST_WAIT_SECONDS", 600, minimum=10, maximum=86_400),
             request_retry_after_seconds=reader.integer("REQUEST_RETRY_AFTER_SECONDS", 10, minimum=1, maximum=600),
             protection_idle_seconds=reader.integer("PROTECTION_IDLE_SECONDS", 600, minimum=60, maximum=86_400),

@@ -141,6 +141,7 @@ class DynamoDBRegistry:
             "reserved_for": recorder.reserved_for,
             "reserved_until": _dec(recorder.reserved_until),
             "private_ip": recorder.private_ip,
+            "offline_since": _dec(recorder.offline_since),
         }
         item.update({k: v for k, v in optional.items() if v is not None})
         return item
@@ -179,4 +180,5 @@ def _from_item(item: dict[str, Any]) -> Recorder:
         reserved_for=item.get("reserved_for"),
         reserved_until=_opt_float(item.get("reserved_until")),
         private_ip=item.get("private_ip"),
+        offline_since=_opt_float(item.get("offline_since")),
     )

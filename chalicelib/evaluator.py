@@ -18,7 +18,7 @@ from chalicelib.autoscaling import AutoScaling, GroupState
 from chalicelib.clock import Clock
 from chalicelib.control import ControlStore, DecisionRecord
 from chalicelib.demand import DemandStore, demand_stats
-from chalicelib.lifecycle import WARM_POOL, LifecycleService
+from chalicelib.lifecycle import OFFLINE_CONFIRM_SECONDS, WARM_POOL, LifecycleService
 from chalicelib.notifications import launch_backoff_seconds
 from chalicelib.observability import logger
 from chalicelib.policy import Decision, IdleRecorder, PolicySettings, PoolSnapshot, decide
@@ -39,6 +39,7 @@ class EvaluatorOptions:
     tombstone_seconds: int = 7 * 86_400
     decisions_kept_seconds: int = 7 * 86_400
     apply_warm_pool: bool = False  # the group's warm pool is sized only where one is configured
+    offline_confirm_seconds: float = OFFLINE_CONFIRM_SECONDS
 
 
 class Evaluator:
@@ -190,7 +191,9 @@ class Evaluator:
         done = []
         for recorder in recorders.values():
             if not (
-                recorder.state is S.DRAINING and recorder.busy_status == "OFFLINE" and recorder.pending_uploads == 0
+                recorder.state is S.DRAINING
+                and recorder.gone_offline(now, self._options.offline_confirm_seconds)
+                and recorder.pending_uploads == 0
             ):
                 continue
             # The write fails if any report came in since we read it: then nothing is terminated.

@@ -32,6 +32,9 @@ LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 WARM_POOL = "WarmPool"
 MAX_GLOBAL_TIMEOUT = 48 * 3600
+# One OFFLINE report may be a health check that timed out while Jibri records; Jibri counts
+# as gone only after this long unreachable (the agent reports every 30 s, and on change).
+OFFLINE_CONFIRM_SECONDS = 45.0
 _MAX_ATTEMPTS = 8
 
 
@@ -59,6 +62,7 @@ class LifecycleEvent:
 class LifecycleSettings:
     heartbeat_timeout_seconds: int = 7200  # the hooks' HeartbeatTimeout, as the template creates them
     launch_timeout_seconds: int = 900  # a launch whose agent never reports healthy is abandoned after this
+    offline_confirm_seconds: float = OFFLINE_CONFIRM_SECONDS
 
     @property
     def global_timeout_seconds(self) -> int:
@@ -108,13 +112,15 @@ def _event_time(value: Any) -> float:
         raise BadEvent(f"the event time {value!r} is not ISO-8601") from None
 
 
-def is_free(recorder: Recorder) -> bool:
-    """Nothing on the instance needs it: no recording, no reservation, no upload in flight."""
-    return recorder.busy_status != "BUSY" and recorder.state is not S.RESERVED and recorder.pending_uploads == 0
+def is_free(recorder: Recorder, now: float, confirm: float = OFFLINE_CONFIRM_SECONDS) -> bool:
+    """Nothing on the instance needs it: no recording, no live reservation, no upload in flight."""
+    reserved = recorder.reserved_for is not None and (recorder.reserved_until or 0.0) > now
+    quiet = recorder.busy_status in ("IDLE", "EXPIRED", None) or recorder.gone_offline(now, confirm)
+    return quiet and not reserved and recorder.state is not S.RESERVED and recorder.pending_uploads == 0
 
 
-def prepared_for_pool(recorder: Recorder) -> bool:
-    return recorder.busy_status == "OFFLINE" and (recorder.target_lifecycle_state or "").startswith("Warmed:")
+def prepared_for_pool(recorder: Recorder, now: float, confirm: float = OFFLINE_CONFIRM_SECONDS) -> bool:
+    return (recorder.target_lifecycle_state or "").startswith("Warmed:") and recorder.gone_offline(now, confirm)
 
 
 class LifecycleService:
@@ -185,7 +191,13 @@ class LifecycleService:
             target = S.LAUNCHING
         else:
             target = current.state  # already in service: the action is completed at once below
-        changes: dict[str, Any] = {"hook": hook, "last_event_at": event.time}
+        # A reservation outlives the termination's start: the hook holds until its lease ends.
+        changes: dict[str, Any] = {
+            "hook": hook,
+            "last_event_at": event.time,
+            "reserved_for": current.reserved_for,
+            "reserved_until": current.reserved_until,
+        }
         if target is S.LAUNCHING and current.state is S.WARM:
             changes.update(created_at=min(event.time, now), launch_kind="warm")
         return transition(current, target, now, **changes)
@@ -208,12 +220,15 @@ class LifecycleService:
         hook = recorder.hook
         if hook is None:
             return recorder
+        now = self._clock.now()
         if hook.transition == "terminate":
-            if not is_free(recorder):
+            if not is_free(recorder, now, self.settings.offline_confirm_seconds):
                 return recorder
             return self._finish(recorder, "CONTINUE", recorder.state)
         if hook.destination == WARM_POOL:
-            if recorder.state is S.LAUNCHING and prepared_for_pool(recorder):
+            if recorder.state is S.LAUNCHING and prepared_for_pool(
+                recorder, now, self.settings.offline_confirm_seconds
+            ):
                 return self._finish(recorder, "CONTINUE", S.WARM)
             return recorder
         if recorder.state in (S.IDLE, S.BUSY, S.RESERVED, S.DRAINING) or (
@@ -226,10 +241,14 @@ class LifecycleService:
         """On every evaluator run: settle, hold busy terminations, abandon launches that never came up."""
         done: list[str] = []
         now = self._clock.now()
-        for recorder in self._registry.list_all():
-            hook = recorder.hook
-            if hook is None or recorder.state is S.TERMINATED:
+        for listed in self._registry.list_all():
+            if listed.hook is None or listed.state is S.TERMINATED:
                 continue
+            # The listing may lag a report: decide on a consistent read of this recorder.
+            recorder = self._registry.get(listed.instance_id)
+            if recorder is None or recorder.hook is None:
+                continue
+            hook = recorder.hook
             settled = self.settle(recorder)
             if settled.hook is None:
                 done.append(f"{recorder.instance_id}: {hook.transition} action completed")

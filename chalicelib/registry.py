@@ -63,6 +63,15 @@ class Recorder:
     reserved_for: str | None = None  # the ticket holding this recorder while it is `reserved`
     reserved_until: float | None = None  # the reservation's lease
     private_ip: str | None = None  # as the agent read it from instance metadata
+    offline_since: float | None = None  # first of an unbroken run of OFFLINE reports
+
+    def gone_offline(self, now: float, confirm_after: float) -> bool:
+        """Jibri has been unreachable long enough to be sure it left, not merely slow to answer once."""
+        return (
+            self.busy_status == "OFFLINE"
+            and self.offline_since is not None
+            and now - self.offline_since >= (confirm_after)
+        )
 
     def is_stale(self, now: float, stale_after: float) -> bool:
         seen = self.last_heartbeat_at if self.last_heartbeat_at is not None else self.created_at

@@ -143,6 +143,7 @@ class Runtime:
             stale_after=float(settings.heartbeat_stale_seconds),
             tombstone_seconds=settings.tombstone_days * 86_400,
             apply_warm_pool=settings.warm_pool != "off",
+            offline_confirm_seconds=float(settings.offline_confirm_seconds),
         )
         return Evaluator(
             self.registry,

@@ -207,7 +207,10 @@ class StatusService:
             target = next_state(current.state, report)
             if current.hook is not None and current.hook.destination == "WarmPool" and current.state is S.LAUNCHING:
                 target = S.LAUNCHING  # on its way into the warm pool, never into service
-            updated = transition(current, target, now, **_fields(report, now))
+            fields = _fields(report, now)
+            if report.busy_status == "OFFLINE" and current.busy_status == "OFFLINE":
+                fields["offline_since"] = current.offline_since or now
+            updated = transition(current, target, now, **fields)
             result = self._registry.save(current, updated)
             if isinstance(result, LostRace):
                 continue
@@ -256,5 +259,6 @@ def _fields(report: StatusReport, now: float) -> dict[str, Any]:
         "pending_uploads": report.pending_uploads,
         "jibri": report.jibri,
         "target_lifecycle_state": report.target_lifecycle_state,
+        "offline_since": now if report.busy_status == "OFFLINE" else None,
         **({"private_ip": report.private_ip} if report.private_ip else {}),
     }

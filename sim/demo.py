@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         group_size=args.recorders,
         report_interval_seconds=2.0,
         agent_log_level="INFO" if args.verbose else "WARNING",
-        settings={"SCALE_IN_HOLD_SECONDS": str(HOLD_SECONDS), "MIN_IDLE": "1"},
+        settings={"SCALE_IN_HOLD_SECONDS": str(HOLD_SECONDS), "MIN_IDLE": "1", "OFFLINE_CONFIRM_SECONDS": "0"},
     ) as stack:
         assert stack.gateway is not None
         stack.sync_recorders()

@@ -77,6 +77,7 @@ def test_create_then_get_round_trips_every_field(registry: Registry) -> None:
         reserved_for="req-1",
         reserved_until=NOW + 90,
         private_ip="10.0.1.23",
+        offline_since=NOW - 40,
         jibri={"status": {"busyStatus": "IDLE", "health": {"healthStatus": "HEALTHY", "details": {}}}, "n": 1.5},
     )
     stored = written(registry.create(original))

@@ -120,7 +120,7 @@ def test_an_agent_cannot_report_for_another_instance(stack: LocalStack) -> None:
 
 
 def test_the_evaluator_drains_and_terminates_idle_recorders_only() -> None:
-    settings = {"SCALE_IN_HOLD_SECONDS": "0", "SERVICE_LEVEL": "0.5", "MIN_IDLE": "1"}
+    settings = {"SCALE_IN_HOLD_SECONDS": "0", "SERVICE_LEVEL": "0.5", "MIN_IDLE": "1", "OFFLINE_CONFIRM_SECONDS": "0"}
     with LocalStack(group_name="jibri-e2e-scale-in", group_size=4, settings=settings) as stack:
         stack.sync_recorders()
         wait_until(lambda: stack.pool()["counts"]["idle"] == 4, "four recorders to register")

@@ -157,7 +157,9 @@ def test_into_the_warm_pool_then_out_of_it(
     expect(
         stub, "complete_lifecycle_action", fixture("eventbridge_launch_lifecycle_action_to_warm_pool.json"), "CONTINUE"
     )
-    report(api, clock, "OFFLINE", "Warmed:Stopped")  # Jibri kept out of service: prepared
+    report(api, clock, "OFFLINE", "Warmed:Stopped")  # Jibri kept out of service...
+    clock.advance(45)
+    report(api, clock, "OFFLINE", "Warmed:Stopped")  # ...and still gone 45 s later: prepared
     assert state(registry) is S.WARM
     deliver("eventbridge_launch_lifecycle_action_from_warm_pool.json")
     deliver("eventbridge_launch_lifecycle_action_to_warm_pool.json")  # a late duplicate of the first

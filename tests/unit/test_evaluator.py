@@ -78,6 +78,8 @@ class World:
         health = "UNHEALTHY" if busy == "OFFLINE" else "HEALTHY"
         self.status.apply(instance_id, StatusReport(busy, health, pending, self.clock.now()))
         self.clock.advance(0.001)
+        if busy == "OFFLINE":
+            self.clock.advance(45)  # unreachable long enough to count as gone
 
     def state(self, instance_id: str) -> RecorderState:
         recorder = self.registry.get(instance_id)

@@ -199,7 +199,10 @@ def test_into_the_warm_pool_and_back_out() -> None:
     world = World()
     world.event("launch", "t-pool", origin="EC2", destination="WarmPool")
     assert world.report("IDLE", lifecycle="Warmed:Stopped")["state"] == "launching"  # never in service
-    world.report("OFFLINE", lifecycle="Warmed:Stopped")  # the agent took Jibri out of service
+    world.report("OFFLINE", lifecycle="Warmed:Stopped")  # the agent took Jibri out of service...
+    assert world.group.completed == []  # ...one unanswered health check is not proof
+    world.clock.advance(45)
+    world.report("OFFLINE", lifecycle="Warmed:Stopped")
     assert world.group.completed == [("t-pool", ID, "CONTINUE")] and world.state() is S.WARM
     world.clock.advance(3600)
     world.event("launch", "t-out", origin="WarmPool", destination="AutoScalingGroup")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import json
 import uuid
@@ -15,7 +14,7 @@ import pytest
 from whatif_helpers import trace, world
 
 from chalicelib.autoscaling import LifecycleActionGone
-from chalicelib.lifecycle import LifecycleEvent, LifecycleSettings
+from chalicelib.lifecycle import OFFLINE_CONFIRM_SECONDS, LifecycleEvent, LifecycleSettings
 from sim.whatif import cli
 from sim.whatif.engine import Engine
 from sim.whatif.group import ActionOutcome, GroupListener, LifecycleHookConfig, SimulatedGroup
@@ -264,8 +263,9 @@ OPERATOR: dict[str, Callable[[World], None]] = {
 
 @pytest.mark.parametrize("how", list(OPERATOR))
 def test_a_busy_recorder_terminated_by_hand_is_held_until_its_recording_ends(how: str) -> None:
-    # A 300 s heartbeat timeout: without the control plane's heartbeats it would go at 900.
-    w = world(trace((100, 3600)), hooked(heartbeat_s=300))
+    # A 300 s heartbeat timeout: without the control plane's heartbeats it would go at 900. A later
+    # meeting keeps the run going past the moment the held instance is let go.
+    w = world(trace((100, 3600), (3750, 300)), hooked(heartbeat_s=300))
     seen: list[tuple[float, str | None]] = []
 
     def look() -> None:
@@ -278,15 +278,18 @@ def test_a_busy_recorder_terminated_by_hand_is_held_until_its_recording_ends(how
     w.engine.at(600, operator)
     w.engine.at(2000, look)
     forecast = run(w)
-    (record,) = w.records
+    record = w.records[0]
     instance_id = record.instance_id
     assert seen == [(600, "Terminating:Wait"), (2000, "Terminating:Wait")]
     assert record.killed_at is None and record.ended_at == 3700
-    assert ActionOutcome(3700, str(instance_id), "terminate", "CONTINUE", "completed") in w.group.outcomes
+    # Let go once Jibri has been gone for the confirmation time, at the next evaluator run after that.
+    (done,) = [o for o in w.group.outcomes if o.instance_id == str(instance_id) and o.transition == "terminate"]
+    assert (done.result, done.cause) == ("CONTINUE", "completed")
+    assert 3700 + OFFLINE_CONFIRM_SECONDS <= done.at <= 3700 + OFFLINE_CONFIRM_SECONDS + 60
     beats = [at for at, beaten in w.group.heartbeats if beaten == instance_id]
     assert beats[0] == 600 and beats[-1] >= 3600
     assert max(b - a for a, b in itertools.pairwise(beats)) <= 60
-    assert [s.end for s in w.group.segments if s.instance_id == instance_id] == [3700]
+    assert [s.end for s in w.group.segments if s.instance_id == instance_id] == [done.at]
     assert forecast.alerts == []
 
 
@@ -321,11 +324,14 @@ def test_a_normal_day_with_hooks_kills_nothing_fails_nothing_and_costs_the_same(
         ("terminate", "CONTINUE", "completed"),
     }
     assert forecast.alerts == []
-    # Every action is completed as soon as it may be: the figures are those of a group without hooks.
+    # Every action is completed as soon as it may be. The one wait hooks add: an instance entering the
+    # warm pool is let go only once its Jibri has been out of service for the confirmation time.
     with_hooks = simulate(requests, "forecast", model).result
     without = simulate(requests, "forecast", Model()).result
     assert with_hooks.config == "warm pool auto, lifecycle hooks"
-    assert dataclasses.replace(with_hooks, config=without.config) == without
+    same = ("requests", "served_immediately_pct", "waited", "failed", "recordings_killed")
+    assert [getattr(with_hooks, f) for f in same] == [getattr(without, f) for f in same]
+    assert without.cost_usd <= with_hooks.cost_usd <= without.cost_usd * 1.02
 
 
 def test_a_termination_held_past_the_global_timeout_is_alerted_before_it_kills() -> None:
