@@ -71,7 +71,8 @@ class World:
             self.control,
             self.clock,
             settings or PolicySettings(warm_pool="off"),
-            options=EvaluatorOptions(**options),  # type: ignore[arg-type]
+            # Staleness is the reconciler's business, tested on its own: these agents never go silent.
+            options=EvaluatorOptions(**{"stale_after": 10_000.0, **options}),  # type: ignore[arg-type]
         )
 
     def report(self, instance_id: str, busy: str = "IDLE", pending: int = 0) -> None:
@@ -315,3 +316,14 @@ def test_busy_reports_count_as_arrivals_once_per_recording() -> None:
     world.report("i-00", "IDLE")
     world.report("i-00", "BUSY")
     assert world.demand.arrivals(START - 60, world.clock.now() + 60) - before == 2
+
+
+def test_a_draining_recorder_briefly_unreachable_while_recording_is_not_terminated() -> None:
+    world = idle_pool(6)
+    world.evaluator.run()
+    victim = world.registry.list_by_state(S.DRAINING)[0].instance_id
+    world.report(victim, "BUSY")
+    world.status.apply(victim, StatusReport("OFFLINE", "UNHEALTHY", 0, world.clock.now()))  # one slow check
+    world.clock.advance(10)
+    world.evaluator.run()
+    assert victim not in world.terminated()

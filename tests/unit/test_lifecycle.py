@@ -238,3 +238,40 @@ def test_a_slow_launch_is_kept_open_past_a_short_heartbeat_timeout() -> None:
     assert world.group.heartbeats == ["t-launch"] * 4
     world.report("IDLE")  # ready after about 4.5 minutes: still continued, not timed out
     assert world.group.completed == [("t-launch", ID, "CONTINUE")]
+
+
+def test_one_unanswered_health_check_does_not_release_a_held_termination() -> None:
+    world = World()
+    world.report("BUSY")
+    world.event("terminate", "t-term")
+    world.report("OFFLINE")  # Jibri slow to answer once, mid-recording
+    world.lifecycle.tick()
+    assert world.group.completed == []
+    world.report("BUSY")  # it was recording all along
+    world.clock.advance(60)
+    world.lifecycle.tick()
+    assert world.group.completed == []
+    world.report("OFFLINE")
+    world.clock.advance(45)  # now really gone
+    world.lifecycle.tick()
+    assert world.group.completed == [("t-term", ID, "CONTINUE")]
+
+
+def test_a_reserved_recorder_holds_its_termination_until_the_lease_ends() -> None:
+    world = World()
+    world.report("IDLE")
+    recorder = world.registry.get(ID)
+    assert recorder is not None
+    from chalicelib.registry import transition
+
+    world.registry.save(
+        recorder,
+        transition(
+            recorder, S.RESERVED, world.clock.now(), reserved_for="req-1", reserved_until=world.clock.now() + 90
+        ),
+    )
+    world.event("terminate", "t-term")
+    assert world.group.completed == []
+    world.clock.advance(91)
+    world.lifecycle.tick()
+    assert world.group.completed == [("t-term", ID, "CONTINUE")]
