@@ -29,6 +29,7 @@ from chalicelib.states import RecorderState
 S = RecorderState
 LEASE_SECONDS = 60.0
 MAX_RERUNS = 3
+TERMINATE_RETRY_SECONDS = 120.0
 _GONE_LIFECYCLES = ("Terminating", "Terminated", "Detaching", "Detached")
 
 
@@ -96,7 +97,7 @@ class Evaluator:
 
     def _evaluate(self, trigger: str) -> Decision:
         act = not self._options.dry_run
-        if act and self._lifecycle is not None:
+        if self._lifecycle is not None:  # even in dry run: holding a busy recorder's termination is not scaling
             for line in self._lifecycle.tick():
                 logger.info("lifecycle", extra={"action": line})
         if act and self._housekeeping is not None:
@@ -109,8 +110,8 @@ class Evaluator:
         if act and self._reconciler is not None:
             for line in self._reconciler.run(group, recorders, now, replace=not paused):
                 logger.info("reconciled", extra={"action": line})
-        terminated = self._terminate_drained(recorders, now) if act and not paused else ()
-        snapshot = self._snapshot(group, recorders, now)
+        terminated = self._terminate_drained(group, recorders, now) if act and not paused else ()
+        snapshot = self._snapshot(group, recorders, now, terminated)
         stats = demand_stats(self._demand, now, self._settings, self._booked)
         decision = decide(snapshot, stats, self._settings)
         drained: tuple[str, ...] = ()
@@ -155,7 +156,7 @@ class Evaluator:
 
     def _reconcile(self, group: GroupState, now: float, act: bool) -> dict[str, Recorder]:
         """The live recorders, after registering new group instances and burying vanished ones."""
-        present = {i.instance_id: i for i in group.instances if i.lifecycle_state not in _GONE_LIFECYCLES}
+        present = {i.instance_id: i for i in group.instances if not _gone(i.lifecycle_state)}
         live = {r.instance_id: r for r in self._registry.list_all() if r.state is not S.TERMINATED}
         if not act:
             return live
@@ -187,21 +188,34 @@ class Evaluator:
                 del live[instance_id]
         return live
 
-    def _terminate_drained(self, recorders: dict[str, Recorder], now: float) -> tuple[str, ...]:
+    def _terminate_drained(self, group: GroupState, recorders: dict[str, Recorder], now: float) -> tuple[str, ...]:
+        in_service = {i.instance_id for i in group.instances if i.lifecycle_state == "InService"}
         done = []
-        for recorder in recorders.values():
-            if not (
-                recorder.state is S.DRAINING
-                and recorder.gone_offline(now, self._options.offline_confirm_seconds)
-                and recorder.pending_uploads == 0
-            ):
+        for recorder in list(recorders.values()):
+            gone = recorder.gone_offline(now, self._options.offline_confirm_seconds) and recorder.pending_uploads == 0
+            if not gone:
                 continue
-            # The write fails if any report came in since we read it: then nothing is terminated.
-            result = self._registry.save(recorder, transition(recorder, S.TERMINATING, now))
-            if isinstance(result, Written):
-                self._autoscaling.terminate(recorder.instance_id)
+            if recorder.state is S.DRAINING:
+                # The write fails if any report came in since we read it: then nothing is terminated.
+                result = self._registry.save(recorder, transition(recorder, S.TERMINATING, now))
+                if not isinstance(result, Written):
+                    continue
                 recorders[recorder.instance_id] = result.recorder
-                done.append(recorder.instance_id)
+            elif not (
+                recorder.state is S.TERMINATING
+                and recorder.hook is None
+                and recorder.instance_id in in_service
+                and now - recorder.state_changed_at > TERMINATE_RETRY_SECONDS
+            ):
+                continue  # only a termination whose call failed earlier is tried again
+            try:
+                self._autoscaling.terminate(recorder.instance_id)
+            except Exception:
+                # e.g. it would take desired below the minimum: the recorder stays terminating and is
+                # tried again on a later run.
+                logger.exception("termination failed", extra={"instance_id": recorder.instance_id})
+                continue
+            done.append(recorder.instance_id)
         return tuple(done)
 
     def _drain(self, chosen: tuple[str, ...], now: float) -> tuple[str, ...]:
@@ -214,9 +228,11 @@ class Evaluator:
                 drained.append(instance_id)
         return tuple(drained)
 
-    def _snapshot(self, group: GroupState, recorders: dict[str, Recorder], now: float) -> PoolSnapshot:
+    def _snapshot(
+        self, group: GroupState, recorders: dict[str, Recorder], now: float, terminated: tuple[str, ...] = ()
+    ) -> PoolSnapshot:
         idle: list[IdleRecorder] = []
-        busy = launching = leaving = 0
+        busy = launching = leaving = draining = 0
         stale_after = self._options.stale_after
         for recorder in recorders.values():
             state = recorder.effective_state(now, stale_after)
@@ -226,15 +242,17 @@ class Evaluator:
                 busy += 1
             elif state is S.LAUNCHING and not _to_pool(recorder):
                 launching += 1
-            elif state in (S.DRAINING, S.TERMINATING, S.UNHEALTHY):
+            elif state in (S.DRAINING, S.UNHEALTHY):
+                # Terminating recorders are not counted: their termination already took them out of
+                # desired capacity (or the group replaces them itself).
                 leaving += 1
+                draining += state is S.DRAINING
+        desired = group.size.desired - len(terminated)  # each termination this run decremented it
         # Desired capacity not yet backed by any instance is capacity on its way too.
-        unstarted = max(
-            0, group.size.desired - sum(1 for i in group.instances if i.lifecycle_state not in _GONE_LIFECYCLES)
-        )
+        unstarted = max(0, desired - sum(1 for i in group.instances if not _gone(i.lifecycle_state)))
         return PoolSnapshot(
             now=now,
-            desired=group.size.desired,
+            desired=desired,
             minimum=group.size.minimum,
             maximum=group.size.maximum,
             idle=tuple(idle),
@@ -243,8 +261,15 @@ class Evaluator:
             leaving=leaving,
             warm=group.warm_pool_size,
             queued=self._queued(),
+            draining=draining,
         )
 
 
 def _to_pool(recorder: Recorder) -> bool:
-    return recorder.hook is not None and recorder.hook.destination == WARM_POOL
+    """On its way into the warm pool: not capacity, and not among the group's instances."""
+    heading = recorder.hook is not None and recorder.hook.destination == WARM_POOL
+    return heading or (recorder.target_lifecycle_state or "").startswith("Warmed:")
+
+
+def _gone(lifecycle_state: str) -> bool:
+    return lifecycle_state.startswith(("Terminat", "Detach"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 from chalicelib.schedule import ScheduleOverride, min_idle_at
 
@@ -60,6 +61,7 @@ class PoolSnapshot:
     leaving: int  # draining, terminating or unhealthy: in the group, serving nobody
     warm: int  # instances parked in the warm pool
     queued: int  # requests waiting for a recorder
+    draining: int = 0  # already chosen for scale-in: each will take desired down by one
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,13 @@ def poisson_quantile(mean: float, level: float) -> int:
     """The smallest k with P(X <= k) >= level for X ~ Poisson(mean)."""
     if mean <= 0:
         return 0
+    if mean > 100:
+        # Summing terms from exp(-mean) underflows; at this size the normal approximation
+        # (with continuity correction) is within one of the exact quantile.
+        return math.ceil(mean + NormalDist().inv_cdf(level) * math.sqrt(mean) - 0.5)
     term = math.exp(-mean)
-    if term == 0.0:  # far in the tail of the normal approximation
-        return math.ceil(mean + 6 * math.sqrt(mean))
     k, total = 0, term
-    while total < level:
+    while total < level and k < 10_000:
         k += 1
         term *= mean / k
         total += term
@@ -129,7 +133,10 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
         why.append(f"scale out to {desired}: {ready} idle or launching < buffer {buffer}")
     elif ready > buffer:
         surplus = min(
-            ready - buffer, len(snapshot.idle), settings.max_scale_in_step, max(0, snapshot.desired - snapshot.minimum)
+            ready - buffer,
+            len(snapshot.idle),
+            settings.max_scale_in_step,
+            max(0, snapshot.desired - snapshot.draining - snapshot.minimum),
         )
         held = [r for r in snapshot.idle if snapshot.now - r.idle_since >= settings.scale_in_hold_seconds]
         held.sort(key=lambda r: (r.idle_since, r.instance_id))

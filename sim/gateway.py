@@ -4,9 +4,15 @@
 does for the routes what API Gateway does for the parts the code relies on:
 on IAM routes it verifies the SigV4 signature (recomputed with botocore)
 against credentials the local stack issued and fills
-`requestContext.identity` as API Gateway would. There is no switch that
-turns the check off. Its own replies use the API's JSON error shape, as the
-deployed API's gateway responses do.
+`requestContext.identity` as API Gateway would. On routes with a Chalice
+custom authorizer it invokes the authorizer as a TOKEN authorizer: no header
+is a 401 without invoking it, the error "Unauthorized" a 401, a policy that
+does not allow the method a 403, anything else a 500; on allow the context
+and principalId land in `requestContext.authorizer`. Authorizer results are
+not cached (as with a TTL of 0). There is no switch that turns a check off.
+Its own replies use the API's JSON error shape, as the deployed API's gateway
+responses do; a 403 from an authorizer shows the `reason` its context gives,
+as a gateway response template using `$context.authorizer.reason` would.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from chalice import Chalice, IAMAuthorizer
-from chalice.local import LambdaContext, RouteMatcher
+from chalice.app import ChaliceAuthorizer
+from chalice.local import ARNMatcher, LambdaContext, RouteMatcher
 
-from sim.credentials import CredentialIssuer, IssuedCredentials
+from sim.credentials import ACCOUNT_ID, CredentialIssuer, IssuedCredentials
 from sim.net import LoopbackServer
 
 MAX_SKEW_SECONDS = 300  # what AWS allows between the signature's time and its own
@@ -53,6 +60,7 @@ class Observed:
     path: str
     body: bytes
     caller: IssuedCredentials | None
+    authorizer: dict[str, Any] | None = None
 
 
 def verify_sigv4(
@@ -107,6 +115,60 @@ def verify_sigv4(
     return issued
 
 
+def run_token_authorizer(
+    authorizer: ChaliceAuthorizer, method_arn: str, headers: Mapping[str, str], context: LambdaContext
+) -> dict[str, Any]:
+    """Invoke a Chalice custom authorizer as API Gateway invokes a TOKEN authorizer.
+
+    Returns what API Gateway puts in `requestContext.authorizer`, or raises
+    AuthFailure with the status API Gateway would answer.
+    """
+    header_name = (authorizer.config.header if authorizer.config is not None else None) or "Authorization"
+    token = next((v for k, v in headers.items() if k.lower() == header_name.lower()), "")
+    if not token.strip():
+        raise AuthFailure(401, "unauthorized", f"this route needs a bearer token in the {header_name} header")
+    event = {"type": "TOKEN", "authorizationToken": token, "methodArn": method_arn}
+    try:
+        result = authorizer(event, context)  # type: ignore[arg-type]
+    except Exception as error:
+        if str(error) == "Unauthorized":
+            raise AuthFailure(401, "unauthorized", "the bearer token is missing, invalid or expired") from None
+        raise AuthFailure(500, "authorizer_configuration_error", "the authorizer failed") from None
+    if not isinstance(result, dict) or not result.get("principalId") or "policyDocument" not in result:
+        raise AuthFailure(500, "authorizer_configuration_error", "the authorizer returned no policy")
+    auth_context = result.get("context") or {}
+    if not isinstance(auth_context, dict) or any(
+        not isinstance(v, str | int | float | bool) for v in auth_context.values()
+    ):
+        raise AuthFailure(500, "authorizer_configuration_error", "the authorizer context must map names to scalars")
+    if not _policy_allows(result["policyDocument"], method_arn):
+        reason = auth_context.get("reason")
+        message = reason if isinstance(reason, str) and reason else "the caller may not access this resource"
+        raise AuthFailure(403, "forbidden", message)
+    return {**auth_context, "principalId": str(result["principalId"])}
+
+
+def _policy_allows(policy: Any, method_arn: str) -> bool:
+    """IAM's rule for one action: an explicit Deny wins, otherwise some Allow must match."""
+    statements = policy.get("Statement", []) if isinstance(policy, dict) else []
+    matcher = ARNMatcher(method_arn)
+    allowed = False
+    for statement in statements if isinstance(statements, list) else [statements]:
+        if not isinstance(statement, dict):
+            continue
+        actions = statement.get("Action", [])
+        actions = [actions] if isinstance(actions, str) else actions
+        if not any(a in ("execute-api:Invoke", "execute-api:*", "*") for a in actions):
+            continue
+        resources = statement.get("Resource", [])
+        if not matcher.does_any_resource_match([resources] if isinstance(resources, str) else resources):
+            continue
+        if statement.get("Effect") == "Deny":
+            return False
+        allowed = allowed or statement.get("Effect") == "Allow"
+    return allowed
+
+
 class LocalGateway:
     def __init__(
         self,
@@ -146,6 +208,7 @@ class LocalGateway:
         routes = self.app.routes[match.route]
         entry = routes.get(method)
         caller: IssuedCredentials | None = None
+        authorized: dict[str, Any] | None = None
         if len(body) > MAX_BODY_BYTES:
             return _error(413, "payload_too_large", "the request body exceeds 10 MiB")
         if entry is not None and isinstance(entry.authorizer, IAMAuthorizer):
@@ -153,9 +216,20 @@ class LocalGateway:
                 caller = verify_sigv4(method, target, headers, body, self.issuer, self.clock())
             except AuthFailure as failure:
                 return _error(failure.status, failure.code, failure.message)
+        elif entry is not None and isinstance(entry.authorizer, ChaliceAuthorizer):
+            method_arn = f"arn:aws:execute-api:us-east-1:{ACCOUNT_ID}:local/{self.stage}/{method}{split.path}"
+            auth_context = LambdaContext(
+                function_name=f"{self.app.app_name}-dev-{entry.authorizer.name}", memory_size=512, max_runtime_ms=30000
+            )
+            try:
+                authorized = run_token_authorizer(entry.authorizer, method_arn, headers, auth_context)
+            except AuthFailure as failure:
+                return _error(failure.status, failure.code, failure.message)
         if self.on_request is not None:
-            self.on_request(Observed(method, split.path, body, caller))
+            self.on_request(Observed(method, split.path, body, caller, authorized))
         event = self._event(method, split, match.route, match.captured, headers, body, source_ip, caller)
+        if authorized is not None:
+            event["requestContext"]["authorizer"] = authorized
         context = LambdaContext(function_name=f"{self.app.app_name}-dev", memory_size=512, max_runtime_ms=30000)
         # A Lambda container serves one event at a time, and Chalice keeps the current
         # request on the app object: concurrent calls would read each other's requests.
@@ -210,7 +284,7 @@ class LocalGateway:
                 "extendedRequestId": request_id,
                 "requestTime": datetime.fromtimestamp(now, tz=UTC).strftime("%d/%b/%Y:%H:%M:%S +0000"),
                 "path": f"/{self.stage}{split.path}",
-                "accountId": "123456789012",
+                "accountId": ACCOUNT_ID,
                 "protocol": "HTTP/1.1",
                 "stage": self.stage,
                 "domainPrefix": "local",

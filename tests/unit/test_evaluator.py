@@ -257,15 +257,23 @@ def test_a_trigger_during_a_run_is_folded_into_one_rerun() -> None:
     assert world.control.acquire_lease("next", world.clock.now(), 60)
 
 
-def test_a_failing_auto_scaling_call_releases_the_lease() -> None:
+def test_a_failing_termination_is_tried_again_later_and_the_lease_released() -> None:
     world = idle_pool(6)
     world.evaluator.run()
-    for recorder in world.registry.list_by_state(S.DRAINING):
-        world.report(recorder.instance_id, "OFFLINE")
+    drained = [r.instance_id for r in world.registry.list_by_state(S.DRAINING)]
+    for instance_id in drained:
+        world.report(instance_id, "OFFLINE")
     world.group.fail_terminate = True
-    with pytest.raises(ConnectionError):
-        world.evaluator.run()
+    world.evaluator.run()
+    assert world.terminated() == [] and all(world.state(i) is S.TERMINATING for i in drained)
     assert world.control.acquire_lease("next", world.clock.now(), 60)
+    world.control.release_lease("next")
+    world.group.fail_terminate = False
+    world.evaluator.run()
+    assert world.terminated() == []  # not before the retry delay
+    world.clock.advance(121)
+    world.evaluator.run()
+    assert sorted(world.terminated()) == sorted(drained)
 
 
 def test_vanished_instances_are_buried_and_fresh_registrations_are_not() -> None:
