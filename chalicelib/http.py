@@ -59,11 +59,32 @@ def read_json(request: Request, max_bytes: int) -> Any:
     if not raw.strip():
         raise BadRequest("the body is empty; send a JSON object")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant)
     except RecursionError:
         raise BadRequest("the body nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise BadRequest(f"the body is not valid JSON: {error}") from None
+    if _depth(body) > MAX_DEPTH:
+        raise BadRequest(f"the body nests deeper than {MAX_DEPTH} levels")
+    return body
+
+
+MAX_DEPTH = 32
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth, without recursion: the body is untrusted."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            return depth
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def _refuse_constant(name: str) -> Any:

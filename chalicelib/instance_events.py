@@ -4,7 +4,8 @@ A Spot warning gives two minutes. The recorder is marked unavailable (unhealthy,
 so the pool counts it as leaving and replaces it at once), and its agent is told
 in its next status reply to stop Jibri's session, so that the finalize handoff
 starts inside the notice and what was recorded is uploaded. A rebalance
-recommendation (an interruption may follow) is treated the same way. An instance
+recommendation only says an interruption may follow: an idle recorder is drained
+(out of service, replaced at once), a busy one finishes its recording. An instance
 that reached `terminated` is buried.
 """
 
@@ -68,6 +69,12 @@ class InstanceEventService:
                 updated = transition(
                     current, S.TERMINATED, now, hook=None, expires_at=int(now) + self._tombstone_seconds
                 )
+            elif event.kind == REBALANCE:
+                # Only a recommendation: take an idle recorder out of service and replace it, but let
+                # a recording finish (an interruption warning, if one follows, stops it).
+                if current.state is not S.IDLE:
+                    return f"recorder {current.state.value}: left to finish, replaced if interrupted", False
+                updated = transition(current, S.DRAINING, now)
             else:
                 if current.stop_recording:
                     return "already told to stop recording", False
@@ -76,6 +83,8 @@ class InstanceEventService:
             if isinstance(self._registry.save(current, updated), Written):
                 if event.kind == STATE_CHANGE:
                     return f"recorder {current.state.value} -> terminated", False
+                if event.kind == REBALANCE:
+                    return "idle recorder drained ahead of a possible interruption", True
                 return f"recorder {current.state.value} -> {updated.state.value}, told to stop recording", True
         raise RuntimeError(f"recorder {event.instance_id} kept changing")
 

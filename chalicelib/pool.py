@@ -23,7 +23,7 @@ def parse_query(params: Mapping[str, str] | None) -> tuple[int, str | None, Reco
     if unknown:
         raise BadRequest(f"unknown query parameter(s) {', '.join(unknown)}; allowed: limit, next_token, state")
     raw_limit = params.get("limit", str(DEFAULT_PAGE))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) <= 3) or not 1 <= int(raw_limit) <= MAX_PAGE:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}")
     state = params.get("state")
     if state is not None and state not in {s.value for s in LIVE_STATES}:

@@ -95,7 +95,7 @@ class Reconciler:
         if recorder.state is S.LAUNCHING and recorder.hook is None and silent > settings.launch_timeout_seconds:
             why = f"never reported healthy in {silent:.0f} s"
         elif recorder.state in HEARTBEAT_STATES or recorder.state is S.UNHEALTHY:
-            holding = recorder.busy_status == "BUSY" or recorder.pending_uploads > 0
+            holding = recorder.busy_status == "BUSY" or recorder.pending_uploads > 0 or recorder.state is S.RESERVED
             limit = settings.lost_after_seconds if holding else settings.stale_after_seconds
             if silent > limit:
                 why = f"silent for {silent:.0f} s" + (" while busy or uploading: lost" if holding else "")
@@ -107,6 +107,13 @@ class Reconciler:
         result = self._registry.save(recorder, transition(recorder, target, now, replace_requested_at=now))
         if not isinstance(result, Written):
             return None  # it reported meanwhile: alive after all
-        self._autoscaling.set_instance_health(recorder.instance_id, healthy=False)
+        try:
+            self._autoscaling.set_instance_health(recorder.instance_id, healthy=False)
+        except Exception:
+            # Forget the request so that the next run tries again.
+            self._registry.save(
+                result.recorder, transition(result.recorder, result.recorder.state, now, replace_requested_at=None)
+            )
+            raise
         done.append(f"{recorder.instance_id}: replaced, {why}")
         return result.recorder

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
 from chalice.local import LambdaContext
 from conftest import EVENTS, INSTANCE, Api, FakeAutoScaling, report_body
 
@@ -22,10 +21,10 @@ def deliver(name: str) -> None:
     app_module.on_instance_event(event, LambdaContext("jibri-autoscaler-dev-on_instance_event", 512))
 
 
-@pytest.mark.parametrize("name", ["eventbridge_spot_interruption_warning", "eventbridge_rebalance_recommendation"])
-def test_an_interruption_stops_the_recording_and_asks_for_a_replacement_at_once(
-    api: Api, registry: MemoryRegistry, group: FakeAutoScaling, name: str
+def test_an_interruption_warning_stops_the_recording_and_asks_for_a_replacement_at_once(
+    api: Api, registry: MemoryRegistry, group: FakeAutoScaling
 ) -> None:
+    name = "eventbridge_spot_interruption_warning"
     group.members = {INSTANCE}
     api.report(report_body("BUSY"))
     deliver(name)
@@ -51,3 +50,24 @@ def test_a_terminated_instance_is_buried_and_a_late_warning_changes_nothing(
 def test_events_about_instances_outside_the_pool_change_nothing(api: Api, registry: MemoryRegistry) -> None:
     deliver("eventbridge_spot_interruption_warning")
     assert registry.get(INSTANCE) is None
+
+
+def test_a_rebalance_recommendation_lets_a_recording_finish(
+    api: Api, registry: MemoryRegistry, group: FakeAutoScaling
+) -> None:
+    api.report(report_body("BUSY"))
+    deliver("eventbridge_rebalance_recommendation")
+    recorder = registry.get(INSTANCE)
+    assert recorder is not None and recorder.state is S.BUSY and not recorder.stop_recording
+
+
+def test_a_rebalance_recommendation_drains_an_idle_recorder_and_asks_for_a_replacement(
+    api: Api, registry: MemoryRegistry, group: FakeAutoScaling
+) -> None:
+    group.members = {INSTANCE}
+    api.report(report_body("IDLE"))
+    deliver("eventbridge_rebalance_recommendation")
+    deliver("eventbridge_rebalance_recommendation")
+    recorder = registry.get(INSTANCE)
+    assert recorder is not None and recorder.state is S.DRAINING and not recorder.stop_recording
+    assert [c for c in group.calls if c[0] == "desired"] == [("desired", 2)]

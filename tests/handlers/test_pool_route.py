@@ -76,6 +76,8 @@ def test_listing_by_state(api: Api, registry: MemoryRegistry, clock: ManualClock
         ({"limit": "0"}, "limit"),
         ({"limit": "101"}, "limit"),
         ({"limit": "ten"}, "limit"),
+        ({"limit": "\u00b2"}, "limit"),
+        ({"limit": "0050"}, "limit"),
         ({"next_token": "!!!"}, "next_token"),
         ({"state": "sleeping"}, "state 'sleeping'"),
         ({"state": "terminated"}, "state 'terminated'"),

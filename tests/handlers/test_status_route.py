@@ -239,6 +239,7 @@ def test_a_report_racing_a_drain_is_applied_on_top_of_it(
         ),
         ('{"busy_status": "IDLE", "jibri": {"x": Infinity}}', "Infinity is not a JSON value"),
         ('{"jibri": ' + "[" * 5000 + "]" * 5000 + "}", "nests too deeply"),
+        ('{"jibri": ' + "[" * 40 + "]" * 40 + "}", "nests deeper than 32 levels"),
     ],
 )
 def test_json_that_is_not_json_is_refused(api: Api, registry: MemoryRegistry, raw: str, named: str) -> None:
