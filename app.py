@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
-from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer
-from chalice.app import CloudWatchEvent, Request, SNSEvent
+from chalice import Chalice, ConvertToMiddleware, IAMAuthorizer, Response
+from chalice.app import AuthRequest, AuthResponse, CloudWatchEvent, Request, SNSEvent
 
 from chalicelib import instance_events, observability
+from chalicelib.assignment import idempotency_key
+from chalicelib.auth import JwtAuthorizer, principal_from_context
 from chalicelib.config import ASG_NOTIFICATIONS_TOPIC
 from chalicelib.http import json_errors, read_json
 from chalicelib.identity import caller_from_context, require_agent_for
@@ -22,6 +24,7 @@ app = Chalice(app_name="jibri-autoscaler")
 
 runtime = Runtime()
 iam = IAMAuthorizer()
+jwt_authorizer = JwtAuthorizer()
 
 app.register_middleware(json_errors, "http")
 app.register_middleware(
@@ -43,6 +46,33 @@ def report_status(instance_id: str) -> dict[str, Any]:
     reply = runtime.status_service().apply(instance_id, report)
     observability.record_report(reply.applied)
     return reply.body()
+
+
+# TTL 0: a cached allow would outlive the token's expiry.
+@app.authorizer(ttl_seconds=0)
+def jitsi_jwt(auth_request: AuthRequest) -> AuthResponse:
+    return jwt_authorizer(auth_request)
+
+
+@app.route("/v1/requests", methods=["POST"], authorizer=jitsi_jwt)
+def create_request() -> Response:
+    request = _request()
+    principal_from_context(request.context)
+    body = read_json(request, runtime.settings.max_body_bytes)
+    status, reply = runtime.assignment().create(body, idempotency_key(request.headers))
+    return Response(body=reply, status_code=status)
+
+
+@app.route("/v1/requests/{request_id}", methods=["GET"], authorizer=jitsi_jwt)
+def get_request(request_id: str) -> dict[str, Any]:
+    principal_from_context(_request().context)
+    return runtime.assignment().get(request_id)
+
+
+@app.route("/v1/requests/{request_id}", methods=["DELETE"], authorizer=jitsi_jwt)
+def cancel_request(request_id: str) -> dict[str, Any]:
+    principal_from_context(_request().context)
+    return runtime.assignment().cancel(request_id)
 
 
 @app.route("/v1/pool", methods=["GET"], authorizer=iam)

@@ -16,6 +16,7 @@ from chalice.local import LambdaContext
 
 from agent.agent import Agent
 from agent.config import parse_config
+from chalicelib.auth import JwtAuthorizer
 from chalicelib.bootstrap import bootstrap
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
@@ -111,6 +112,7 @@ class LocalStack:
 
         self._saved_runtime = app_module.runtime
         app_module.runtime = Runtime(settings=settings, clock=self.clock)
+        app_module.jwt_authorizer = JwtAuthorizer()  # reads this stack's JWT_* settings
         self._app_module = app_module
         self.gateway = LocalGateway(app_module.app, self.issuer).start()
         return self
