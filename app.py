@@ -75,6 +75,26 @@ def cancel_request(request_id: str) -> dict[str, Any]:
     return runtime.assignment().cancel(request_id)
 
 
+@app.route("/v1/bookings", methods=["POST"], authorizer=jitsi_jwt)
+def create_booking() -> Response:
+    request = _request()
+    principal_from_context(request.context)
+    body = read_json(request, runtime.settings.max_body_bytes)
+    return Response(body=runtime.booking_service().create(body), status_code=201)
+
+
+@app.route("/v1/bookings", methods=["GET"], authorizer=jitsi_jwt)
+def list_bookings() -> dict[str, Any]:
+    principal_from_context(_request().context)
+    return runtime.booking_service().upcoming()
+
+
+@app.route("/v1/bookings/{booking_id}", methods=["DELETE"], authorizer=jitsi_jwt)
+def cancel_booking(booking_id: str) -> dict[str, Any]:
+    principal_from_context(_request().context)
+    return runtime.booking_service().cancel(booking_id)
+
+
 @app.route("/v1/pool", methods=["GET"], authorizer=iam)
 def get_pool() -> dict[str, Any]:
     request = _request()

@@ -12,6 +12,7 @@ import boto3
 
 from chalicelib.assignment import AssignmentService
 from chalicelib.autoscaling import AutoScaling, Boto3AutoScaling
+from chalicelib.bookings import BookingService, BookingStore, DynamoDBBookingStore, booked_between
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
 from chalicelib.control import ControlStore, DynamoDBControlStore
@@ -38,6 +39,7 @@ class Runtime:
         demand: DemandStore | None = None,
         control: ControlStore | None = None,
         tickets: TicketStore | None = None,
+        bookings: BookingStore | None = None,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -45,6 +47,7 @@ class Runtime:
         self._demand = demand
         self._control = control
         self._tickets = tickets
+        self._bookings = bookings
         self._table: Any = None
         self.clock: Clock = clock or SystemClock()
 
@@ -77,6 +80,15 @@ class Runtime:
         if self._tickets is None:
             self._tickets = DynamoDBTicketStore(self.table, self.settings.pool_name)
         return self._tickets
+
+    @property
+    def bookings(self) -> BookingStore:
+        if self._bookings is None:
+            self._bookings = DynamoDBBookingStore(self.table, self.settings.pool_name)
+        return self._bookings
+
+    def booking_service(self) -> BookingService:
+        return BookingService(self.bookings, self.clock.now(), self.autoscaling.group_size().maximum)
 
     def assignment(self) -> AssignmentService:
         return AssignmentService(
@@ -153,6 +165,7 @@ class Runtime:
             self.clock,
             settings.policy(),
             queued=assignment.queued_count,
+            booked=booked_between(self.bookings),
             options=options,
             on_decision=record_decision,
             lifecycle=self.lifecycle(),

@@ -132,3 +132,17 @@ def test_idempotent_retry_unknown_ids_and_bad_bodies(stack: LocalStack) -> None:
     assert status == 400 and "kind" in body["error"]["message"]
     status, body = call(stack, "DELETE", f"/v1/requests/{first[1]['request_id']}")
     assert status == 200 and body["status"] == "cancelled"
+
+
+def test_bookings_over_the_api_raise_the_buffer_ahead_of_their_start(stack: LocalStack) -> None:
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 240))
+    status, booking = call(stack, "POST", "/v1/bookings", {"start_at": start, "count": 4, "kind": "recording"})
+    assert status == 201 and booking["count"] == 4
+    assert call(stack, "POST", "/v1/bookings", {"start_at": start, "count": 99, "kind": "recording"})[0] == 400
+    listed = call(stack, "GET", "/v1/bookings")[1]["bookings"]
+    assert [b["booking_id"] for b in listed] == [booking["booking_id"]]
+    stack.evaluate()
+    latest = stack.pool()["decisions"][0]
+    assert "booked 4" in latest["reason"]
+    assert call(stack, "DELETE", f"/v1/bookings/{booking['booking_id']}")[1]["status"] == "cancelled"
+    assert call(stack, "DELETE", f"/v1/bookings/{booking['booking_id']}")[0] == 404

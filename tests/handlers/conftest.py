@@ -11,6 +11,7 @@ from chalice.local import LambdaContext
 
 import app as app_module
 from chalicelib.autoscaling import GroupInstance, GroupSize, GroupState
+from chalicelib.bookings import MemoryBookingStore
 from chalicelib.config import Settings
 from chalicelib.control import MemoryControlStore
 from chalicelib.demand import MemoryDemandStore
@@ -161,6 +162,7 @@ def api(
         demand=demand,
         control=control,
         tickets=tickets,
+        bookings=MemoryBookingStore(),
     )
     previous, app_module.runtime = app_module.runtime, runtime
     try:
