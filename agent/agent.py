@@ -49,6 +49,7 @@ class _Identity:
     instance_id: str
     region: str
     asg_name: str
+    private_ip: str | None = None
 
 
 class Agent:
@@ -161,7 +162,7 @@ class Agent:
             asg_name, protected = self.config.asg_name, None
         self._protection = ProtectionKeeper(autoscaling, asg_name, protected, self._protection_backoff, self._clock)
         self._reporter = Reporter(self.config.api_url, instance_id, region, session.get_credentials, timeout)
-        self._identity = _Identity(instance_id, region, asg_name)
+        self._identity = _Identity(instance_id, region, asg_name, _quietly(imds.local_ipv4))
         self._imds = imds
         self._ensure_webhook()
         log.info(
@@ -329,7 +330,10 @@ class Agent:
     def _report(self, health: JibriHealth, pending: int, lifecycle: str | None) -> Reply | None:
         assert self._reporter is not None
         key = (health.busy_status, health.health, pending, lifecycle)
-        report = StatusReport(health.busy_status, health.health, pending, self._now(), health.raw, lifecycle)
+        private_ip = self._identity.private_ip if self._identity else None
+        report = StatusReport(
+            health.busy_status, health.health, pending, self._now(), health.raw, lifecycle, private_ip
+        )
         try:
             reply = self._reporter.send(report)
         except TransientReportError as exc:

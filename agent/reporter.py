@@ -30,6 +30,7 @@ class StatusReport:
     sent_at: datetime
     jibri: dict[str, Any] | None
     target_lifecycle_state: str | None = None  # IMDS autoscaling/target-lifecycle-state, when it answered
+    private_ip: str | None = None  # IMDS local-ipv4: where the control plane can reach Jibri (direct start)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -41,6 +42,8 @@ class StatusReport:
         }
         if self.target_lifecycle_state is not None:
             body["target_lifecycle_state"] = self.target_lifecycle_state
+        if self.private_ip is not None:
+            body["private_ip"] = self.private_ip
         return body
 
 

@@ -32,8 +32,16 @@ def test_report_body_is_the_contract(make_agent, jibri, status_api):
     make_agent().tick()
 
     body = status_api.reports()[0].body
-    assert set(body) == {"busy_status", "health", "pending_uploads", "sent_at", "jibri", "target_lifecycle_state"}
-    assert body["target_lifecycle_state"] == "InService"
+    assert set(body) == {
+        "busy_status",
+        "health",
+        "pending_uploads",
+        "sent_at",
+        "jibri",
+        "target_lifecycle_state",
+        "private_ip",
+    }
+    assert body["target_lifecycle_state"] == "InService" and body["private_ip"] == "10.0.0.10"
     assert body["busy_status"] == "BUSY" and body["health"] == "HEALTHY" and body["pending_uploads"] == 0
     assert body["sent_at"].endswith("Z") and len(body["sent_at"]) == len("2026-11-24T01:02:03.456Z")
     assert body["jibri"] == jibri.health_body()
