@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chalicelib.clock import Clock, iso
+from chalicelib.direct_start import DirectStarter
 from chalicelib.errors import ApiError, BadRequest, NotFound
 from chalicelib.registry import Recorder, Registry, Written, transition
 from chalicelib.states import RecorderState
@@ -40,7 +41,7 @@ from chalicelib.tickets import (
 
 S = RecorderState
 KINDS = ("recording", "streaming")
-_FIELDS = {"room", "kind", "meeting_url", "requester"}
+_FIELDS = {"room", "kind", "meeting_url", "requester", "stream_key"}
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 
@@ -63,6 +64,7 @@ class RecorderRequest:
     kind: str
     meeting_url: str | None
     requester: str | None
+    stream_key: str | None = None  # used only for a direct start, never stored
 
 
 def parse_request(body: Any) -> RecorderRequest:
@@ -90,7 +92,12 @@ def parse_request(body: Any) -> RecorderRequest:
         not isinstance(requester, str) or len(requester) > 256 or not requester.isprintable()
     ):
         raise BadRequest("requester must be at most 256 printable characters")
-    return RecorderRequest(room=room.strip(), kind=str(kind), meeting_url=meeting_url, requester=requester)
+    stream_key = body.get("stream_key")
+    if stream_key is not None and (not isinstance(stream_key, str) or not 1 <= len(stream_key) <= 256):
+        raise BadRequest("stream_key must be 1 to 256 characters")
+    return RecorderRequest(
+        room=room.strip(), kind=str(kind), meeting_url=meeting_url, requester=requester, stream_key=stream_key
+    )
 
 
 def body_hash(body: Any) -> str:
@@ -106,7 +113,9 @@ class AssignmentService:
         settings: AssignmentSettings | None = None,
         on_queued: Callable[[], object] | None = None,
         on_arrival: Callable[[float], None] | None = None,
+        starter: DirectStarter | None = None,
     ) -> None:
+        self._starter = starter  # set when direct start is on
         self._registry = registry
         self._tickets = tickets
         self._clock = clock
@@ -146,7 +155,10 @@ class AssignmentService:
                 lease_until=reserved.reserved_until,
             )
             self._tickets.create(ticket)
-            return 201, self.view(ticket)
+            reply = self.view(ticket)
+            if self._starter is not None:
+                reply["direct_start"] = self._starter.start(ticket, request.stream_key)
+            return 201, reply
         ticket = self._new_ticket(request_id, request, now, idempotency_key, digest, seq=self._tickets.next_seq())
         self._tickets.create(ticket)
         self._on_queued()

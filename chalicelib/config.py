@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from chalicelib.assignment import AssignmentSettings
+from chalicelib.direct_start import DirectStartSettings
 from chalicelib.lifecycle import LifecycleSettings
 from chalicelib.policy import PolicySettings
 from chalicelib.reconciler import ReconcilerSettings
@@ -28,6 +29,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]{3,255}$")
 _ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
 _ROLE_NAME = re.compile(r"^[\w+=,.@\-]{1,64}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_SSM_PARAMETER = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 _POOL_STATE = re.compile(r"^(Stopped|Hibernated)$")
 _EXPIRED = re.compile(r"^(restart|replace)$")
 _WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
@@ -69,11 +71,21 @@ class Settings:
     lost_after_seconds: int = 900
     request_lease_seconds: int = 90
     offline_confirm_seconds: int = 45
+    direct_start: bool = False
+    jibri_http_port: int = 2222
+    jibri_call_login_parameter: str | None = None
     request_wait_seconds: int = 600
     request_retry_after_seconds: int = 10
     protection_idle_seconds: int = 600
     max_recording_seconds: int = 21_600
     expired_action: str = "restart"
+
+    def direct(self) -> DirectStartSettings:
+        return DirectStartSettings(
+            enabled=self.direct_start,
+            jibri_port=self.jibri_http_port,
+            call_login_parameter=self.jibri_call_login_parameter,
+        )
 
     def assignment(self) -> AssignmentSettings:
         return AssignmentSettings(
@@ -152,6 +164,11 @@ class Settings:
             lost_after_seconds=reader.integer("LOST_AFTER_SECONDS", 900, minimum=120, maximum=86_400),
             request_lease_seconds=reader.integer("REQUEST_LEASE_SECONDS", 90, minimum=10, maximum=3600),
             offline_confirm_seconds=reader.integer("OFFLINE_CONFIRM_SECONDS", 45, minimum=0, maximum=600),
+            direct_start=reader.boolean("DIRECT_START", False),
+            jibri_http_port=reader.integer("JIBRI_HTTP_PORT", 2222, minimum=1, maximum=65535),
+            jibri_call_login_parameter=reader.optional(
+                "JIBRI_CALL_LOGIN_PARAMETER", _SSM_PARAMETER, "an SSM parameter name such as /jibri/xmpp-login"
+            ),
             request_wait_seconds=reader.integer("REQUEST_WAIT_SECONDS", 600, minimum=10, maximum=86_400),
             request_retry_after_seconds=reader.integer("REQUEST_RETRY_AFTER_SECONDS", 10, minimum=1, maximum=600),
             protection_idle_seconds=reader.integer("PROTECTION_IDLE_SECONDS", 600, minimum=60, maximum=86_400),

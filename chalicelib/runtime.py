@@ -17,6 +17,7 @@ from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
 from chalicelib.control import ControlStore, DynamoDBControlStore
 from chalicelib.demand import DemandStore, DynamoDBDemandStore
+from chalicelib.direct_start import DirectStarter
 from chalicelib.dynamodb_registry import DynamoDBRegistry
 from chalicelib.evaluator import Evaluator, EvaluatorOptions
 from chalicelib.instance_events import InstanceEventService
@@ -25,6 +26,7 @@ from chalicelib.notifications import NotificationService
 from chalicelib.observability import record_alert, record_asg_alert, record_decision, record_transition
 from chalicelib.reconciler import Reconciler
 from chalicelib.registry import Registry
+from chalicelib.secrets import SecretReader
 from chalicelib.status import StatusService
 from chalicelib.tickets import DynamoDBTicketStore, TicketStore
 
@@ -48,6 +50,7 @@ class Runtime:
         self._control = control
         self._tickets = tickets
         self._bookings = bookings
+        self._secrets: SecretReader | None = None
         self._table: Any = None
         self.clock: Clock = clock or SystemClock()
 
@@ -98,7 +101,17 @@ class Runtime:
             self.settings.assignment(),
             on_queued=lambda: self.evaluator().run("request"),
             on_arrival=self.demand.record_arrival,
+            starter=self._starter(),
         )
+
+    def _starter(self) -> DirectStarter | None:
+        settings = self.settings.direct()
+        if not settings.enabled:
+            return None
+        if self._secrets is None:
+            self._secrets = SecretReader()
+        secrets = self._secrets
+        return DirectStarter(settings, read_secret=lambda name: secrets.parameter(name).reveal())
 
     @property
     def control(self) -> ControlStore:

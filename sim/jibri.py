@@ -22,6 +22,7 @@ from sim.net import LoopbackServer
 HTTP_PATH = "/jibri/api/v1.0"
 HEALTH_PATH = f"{HTTP_PATH}/health"
 STOP_SERVICE_PATH = f"{HTTP_PATH}/stopService"
+START_SERVICE_PATH = f"{HTTP_PATH}/startService"
 INTERNAL_PATH = "/jibri/api/internal/v1.0"
 BUSY_STATUSES = ("IDLE", "BUSY", "EXPIRED")
 HEALTH_STATUSES = ("HEALTHY", "UNHEALTHY")
@@ -36,6 +37,7 @@ class FakeJibri:
         self.environment = "xmpp-environment"
         self.graceful_shutdown_calls = 0
         self.stop_service_calls = 0
+        self.start_service_requests: list[dict[str, Any]] = []  # the bodies Jibri was asked to start with
         self.restarts = 0
         # Fault injection: the internal API answers 503 to this many calls, acting on none of them.
         self.internal_errors = 0
@@ -170,6 +172,15 @@ class FakeJibri:
             self.stop_service_errors -= 1
             return True
 
+    def request_start_service(self, body: dict[str, Any]) -> int:
+        """Jibri's startService: 200 and BUSY when idle, 412 (precondition failed) otherwise."""
+        with self._lock:
+            self.start_service_requests.append(body)
+            if self._busy_status != "IDLE" or self._shutdown_pending:
+                return 412
+        self.set_busy_status("BUSY")
+        return 200
+
     def request_stop_service(self) -> None:
         """Ends the current session, if any; with a graceful shutdown pending, Jibri then leaves (before the caller
         hears back, so its next health poll is refused)."""
@@ -259,8 +270,15 @@ class _HealthHandler(_JsonHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        raw = self.rfile.read(length) if length else b""
+        if self.path.rstrip("/") == START_SERVICE_PATH:
+            try:
+                body = json.loads(raw or b"{}")
+            except ValueError:
+                self._answer(400)
+                return
+            self._answer(self.jibri.request_start_service(body if isinstance(body, dict) else {}))
+            return
         if self.path.rstrip("/") != STOP_SERVICE_PATH:
             self._answer(404)
             return

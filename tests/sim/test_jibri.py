@@ -191,7 +191,7 @@ def test_stop_service_faults_and_unknown_posts(jibri):
     jibri.stop_service_errors = 1
     assert _post(f"{jibri.http_url}/stopService") == 503
     assert jibri.busy_status == "BUSY" and jibri.stop_service_calls == 0
-    assert _post(f"{jibri.http_url}/startService") == 404
+    assert _post(f"{jibri.http_url}/notAService") == 404
     assert _post(f"{jibri.http_url}/stopService") == 200 and jibri.busy_status == "IDLE"
 
 
