@@ -114,7 +114,10 @@ class AssignmentService:
         on_queued: Callable[[], object] | None = None,
         on_arrival: Callable[[float], None] | None = None,
         starter: DirectStarter | None = None,
+        is_booked: Callable[[str, float], bool] | None = None,
     ) -> None:
+        # Whether a request for this room arrives for a booking: such requests are served first.
+        self._is_booked = is_booked or (lambda room, at: False)
         self._starter = starter  # set when direct start is on
         self._registry = registry
         self._tickets = tickets
@@ -160,6 +163,7 @@ class AssignmentService:
                 reply["direct_start"] = self._starter.start(ticket, request.stream_key)
             return 201, reply
         ticket = self._new_ticket(request_id, request, now, idempotency_key, digest, seq=self._tickets.next_seq())
+        ticket = replace(ticket, booked=self._is_booked(request.room, now))
         self._tickets.create(ticket)
         self._on_queued()
         self.assign_queue(self._idle(self._clock.now()))  # a recorder may have come free meanwhile
@@ -187,7 +191,8 @@ class AssignmentService:
             "created_at": iso(ticket.created_at),
         }
         if ticket.status == QUEUED:
-            body["position"] = 1 + sum(1 for t in self._tickets.list_status(QUEUED) if t.seq < ticket.seq)
+            mine = ticket.queue_order()
+            body["position"] = 1 + sum(1 for t in self._tickets.list_status(QUEUED) if t.queue_order() < mine)
             body["retry_after"] = self.settings.retry_after_seconds
         if ticket.instance_id and ticket.status in (ASSIGNED, CONSUMED):
             body["recorder"] = {"instance_id": ticket.instance_id, "private_ip": ticket.private_ip}
@@ -206,7 +211,7 @@ class AssignmentService:
         """Give idle recorders to the oldest waiting tickets; returns the request ids assigned."""
         if not idle:
             return []
-        waiting = self._tickets.list_status(QUEUED)
+        waiting = sorted(self._tickets.list_status(QUEUED), key=Ticket.queue_order)
         assigned: list[str] = []
         now = self._clock.now()
         for recorder in idle:

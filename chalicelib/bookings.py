@@ -196,3 +196,13 @@ def _time(value: Any) -> float:
     if parsed.tzinfo is None:
         raise BadRequest(f"start_at {value!r} has no zone; expected {expects}")
     return parsed.timestamp()
+
+
+BOOKING_WINDOW_SECONDS = 1800  # a request counts as arriving for a booking of its room from 30 min before to after
+
+
+def booked_room(store: BookingStore) -> Any:
+    """The assignment's `is_booked(room, at)`: a booking for this room starts within the window around `at`."""
+    return lambda room, at: any(
+        b.room == room for b in store.between(at - BOOKING_WINDOW_SECONDS, at + BOOKING_WINDOW_SECONDS)
+    )

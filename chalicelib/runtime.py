@@ -12,7 +12,7 @@ import boto3
 
 from chalicelib.assignment import AssignmentService
 from chalicelib.autoscaling import AutoScaling, Boto3AutoScaling
-from chalicelib.bookings import BookingService, BookingStore, DynamoDBBookingStore, booked_between
+from chalicelib.bookings import BookingService, BookingStore, DynamoDBBookingStore, booked_between, booked_room
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
 from chalicelib.control import ControlStore, DynamoDBControlStore
@@ -102,6 +102,7 @@ class Runtime:
             on_queued=lambda: self.evaluator().run("request"),
             on_arrival=self.demand.record_arrival,
             starter=self._starter(),
+            is_booked=booked_room(self.bookings),
         )
 
     def _starter(self) -> DirectStarter | None:

@@ -42,7 +42,11 @@ class Ticket:
     idempotency_key: str | None = None
     body_hash: str | None = None
     closed_reason: str | None = None
+    booked: bool = False  # it arrived for a booking: served before requests nobody announced
     version: int = 1
+
+    def queue_order(self) -> tuple[int, int]:
+        return (0 if self.booked else 1, self.seq)
 
 
 class TicketStore(Protocol):

@@ -12,6 +12,7 @@ from chalicelib.bookings import (
     DynamoDBBookingStore,
     MemoryBookingStore,
     booked_between,
+    booked_room,
 )
 from chalicelib.bootstrap import ensure_table
 from chalicelib.errors import BadRequest, NotFound
@@ -39,6 +40,9 @@ def test_bookings_are_listed_in_time_order_and_counted_for_the_policy(store: Boo
     late = service.create({"start_at": at(7200), "count": 3, "kind": "recording", "room": "conference-2"})
     early = service.create({"start_at": at(600), "count": 5, "kind": "streaming"})
     assert [b["booking_id"] for b in service.upcoming()["bookings"]] == [early["booking_id"], late["booking_id"]]
+    is_booked = booked_room(store)
+    assert is_booked("conference-2", NOW + 7200 - 1200) and not is_booked("conference-2", NOW)
+    assert not is_booked("other-room", NOW + 7200)
     booked = booked_between(store)
     assert booked(NOW, NOW + 540) == 0 and booked(NOW, NOW + 601) == 5 and booked(NOW, NOW + 7201) == 8
     assert service.cancel(early["booking_id"])["status"] == "cancelled"

@@ -215,3 +215,27 @@ def test_a_reservation_left_by_a_crash_between_the_two_writes_is_released() -> N
     world.clock.advance(60)
     world.service.tick()
     assert world.state("i-00") is S.IDLE
+
+
+def test_requests_that_arrive_for_a_booking_are_served_first() -> None:
+    world = World(idle=0)
+    world.service = AssignmentService(
+        world.registry,
+        world.tickets,
+        world.clock,
+        on_queued=world._queued,
+        is_booked=lambda room, at: room == "keynote",
+    )
+    world.status = StatusService(
+        world.registry,
+        AnyGroup(),
+        world.clock,  # type: ignore[arg-type]
+        on_idle=lambda r: world.service.assign_queue([r]),
+        on_busy=world.service.on_busy,
+    )
+    walk_in = str(world.ask("standup")[1]["request_id"])
+    booked = world.ask("keynote")[1]
+    assert booked["position"] == 1 and world.service.get(walk_in)["position"] == 2
+    world.report("i-new", "IDLE")
+    assert world.service.get(str(booked["request_id"]))["status"] == "assigned"
+    assert world.service.get(walk_in)["status"] == "queued"
