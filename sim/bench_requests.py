@@ -18,9 +18,9 @@ handler on the client of the app's table, per `POST /v1/requests` invocation.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
-import os
 import statistics
 import sys
 import threading
@@ -31,7 +31,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,6 +163,8 @@ def cancel(url: str, token: str, request_id: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code
+    except OSError:
+        return 0
 
 
 def report_idle(stack: LocalStack, url: str) -> None:
@@ -231,19 +233,14 @@ def run(requests: int, recorders: int, concurrency: int, max_seconds: float) -> 
 
 @contextmanager
 def quiet() -> Iterator[None]:
-    """No EMF metrics or info logs on stdout while the app runs (as the demo does)."""
-    saved_env = os.environ.get("POWERTOOLS_METRICS_DISABLED")
+    """Keep the app's info logs and EMF metrics (printed at each invocation) off the report."""
     saved_level = observability.logger.log_level
-    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     observability.logger.setLevel("WARNING")
     try:
-        yield
+        with redirect_stdout(io.StringIO()):
+            yield
     finally:
         observability.logger.setLevel(saved_level)
-        if saved_env is None:
-            os.environ.pop("POWERTOOLS_METRICS_DISABLED", None)
-        else:
-            os.environ["POWERTOOLS_METRICS_DISABLED"] = saved_env
 
 
 # -- the report ------------------------------------------------------------------------------------
@@ -259,8 +256,8 @@ def path_report(run: Run, phase: str, answered: int, keyed: bool) -> dict[str, A
     ok = [r for r in sent if r.status == answered]
     errors = sum(1 for r in sent if not 200 <= r.status < 300)
     ms = [r.seconds * 1000 for r in ok]
-    counts = [len(run.calls[r.request_id]) for r in ok if r.request_id in run.calls]
     counted = [run.calls[r.request_id] for r in ok if r.request_id in run.calls]
+    counts = [len(calls) for calls in counted]
     sequences = Counter(tuple(calls) for calls in counted)
     operations: Counter[str] = Counter(label for calls in counted for label in calls)
     return {
