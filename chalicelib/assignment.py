@@ -112,7 +112,6 @@ class AssignmentService:
         clock: Clock,
         settings: AssignmentSettings | None = None,
         on_queued: Callable[[], object] | None = None,
-        on_arrival: Callable[[float], None] | None = None,
         starter: DirectStarter | None = None,
         is_booked: Callable[[str, float], bool] | None = None,
     ) -> None:
@@ -124,7 +123,6 @@ class AssignmentService:
         self._clock = clock
         self.settings = settings or AssignmentSettings()
         self._on_queued = on_queued or (lambda: None)  # start adding capacity now
-        self._on_arrival = on_arrival or (lambda at: None)
 
     # -- the API ----------------------------------------------------------------------------------
 
@@ -144,7 +142,6 @@ class AssignmentService:
                 if existing is not None:
                     return (201 if existing.seq == 0 else 202), self.view(existing)
                 request_id = known[0]  # the first attempt stopped before storing its ticket
-        self._on_arrival(now)
         for recorder in self._idle(now):
             reserved = self._reserve(recorder, request_id, now)
             if reserved is None:

@@ -87,7 +87,7 @@ class MemoryDemandStore:
 
 
 class DynamoDBDemandStore:
-    """Items beside the registry: ARRIVALS#<minute>, ARRIVALDAY#<day>, LEAD#<kind>#<ms>, all expiring by TTL."""
+    """Items beside the registry: ARRIVALS#<minute> and LEAD#<kind>#<ms>, expiring by TTL."""
 
     KEEP_ARRIVALS_SECONDS = 15 * DAY
     KEEP_LEADS_SECONDS = 30 * DAY
@@ -98,12 +98,7 @@ class DynamoDBDemandStore:
 
     def record_arrival(self, at: float, count: int = 1) -> None:
         expires = int(at) + self.KEEP_ARRIVALS_SECONDS
-        for sk in (f"ARRIVALS#{_minute(at):012d}", f"ARRIVALDAY#{int(at // DAY):08d}"):
-            self._table.update_item(
-                Key={"PK": self._pk, "SK": sk},
-                UpdateExpression="ADD arrivals :n SET expires_at = :e",
-                ExpressionAttributeValues={":n": count, ":e": expires},
-            )
+        self._table.update_item(**arrival_update(self._pk, at, count, expires))
 
     def arrivals(self, start: float, end: float) -> int:
         return sum(self.arrivals_by_minute(start, end).values())
@@ -126,8 +121,13 @@ class DynamoDBDemandStore:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def had_arrivals_on_day(self, day_start: float) -> bool:
-        item = self._table.get_item(Key={"PK": self._pk, "SK": f"ARRIVALDAY#{int(day_start // DAY):08d}"}).get("Item")
-        return bool(item and int(item.get("arrivals", 0)) > 0)
+        page = self._table.query(
+            KeyConditionExpression=Key("PK").eq(self._pk)
+            & Key("SK").between(f"ARRIVALS#{_minute(day_start):012d}", f"ARRIVALS#{_minute(day_start + DAY) - 1:012d}"),
+            ProjectionExpression="SK",
+            Limit=1,
+        )
+        return bool(page.get("Items"))
 
     def record_lead_time(self, kind: str, seconds: float, at: float) -> None:
         self._table.put_item(
@@ -146,6 +146,18 @@ class DynamoDBDemandStore:
             Limit=limit,
         )
         return [float(item["seconds"]) for item in page.get("Items", [])]
+
+
+def arrival_update(pk: str, at: float, count: int = 1, expires: int | None = None) -> dict[str, Any]:
+    """The UpdateItem that counts arrivals in their minute; the ticket store puts it in its transaction."""
+    return {
+        "Key": {"PK": pk, "SK": f"ARRIVALS#{_minute(at):012d}"},
+        "UpdateExpression": "ADD arrivals :n SET expires_at = :e",
+        "ExpressionAttributeValues": {
+            ":n": count,
+            ":e": int(at) + DynamoDBDemandStore.KEEP_ARRIVALS_SECONDS if expires is None else expires,
+        },
+    }
 
 
 def learned_lead(store: DemandStore, kind: str, default: float) -> float:

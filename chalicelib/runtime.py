@@ -100,7 +100,6 @@ class Runtime:
             self.clock,
             self.settings.assignment(),
             on_queued=lambda: self.evaluator().run("request"),
-            on_arrival=self.demand.record_arrival,
             starter=self._starter(),
             is_booked=booked_room(self.bookings),
         )

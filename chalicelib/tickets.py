@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 from boto3.dynamodb.conditions import Attr, Key
 from botocore.exceptions import ClientError
 
+from chalicelib.demand import arrival_update
 from chalicelib.dynamodb_registry import STATE_INDEX
 
 QUEUED, ASSIGNED, CONSUMED, EXPIRED, CANCELLED = "queued", "assigned", "consumed", "expired", "cancelled"
@@ -52,7 +54,9 @@ class Ticket:
 class TicketStore(Protocol):
     def next_seq(self) -> int: ...
 
-    def create(self, ticket: Ticket) -> None: ...
+    def create(self, ticket: Ticket) -> None:
+        """Store a new ticket and count its arrival in the demand statistics, in one write where possible."""
+        ...
 
     def get(self, request_id: str) -> Ticket | None: ...
 
@@ -70,7 +74,8 @@ class TicketStore(Protocol):
 
 
 class MemoryTicketStore:
-    def __init__(self) -> None:
+    def __init__(self, on_arrival: Callable[[float], None] | None = None) -> None:
+        self._on_arrival = on_arrival or (lambda at: None)
         self._tickets: dict[str, Ticket] = {}
         self._keys: dict[str, tuple[str, str]] = {}
         self._seq = 0
@@ -86,6 +91,7 @@ class MemoryTicketStore:
             if ticket.request_id in self._tickets:
                 raise ValueError(f"ticket {ticket.request_id} exists")
             self._tickets[ticket.request_id] = ticket
+        self._on_arrival(ticket.created_at)
 
     def get(self, request_id: str) -> Ticket | None:
         with self._lock:
@@ -130,7 +136,20 @@ class DynamoDBTicketStore:
         return int(reply["Attributes"]["seq"])
 
     def create(self, ticket: Ticket) -> None:
-        self._table.put_item(Item=self._item(ticket, None), ConditionExpression=Attr("PK").not_exists())
+        # One call for both: the request-path budget is a query, the reservation and this.
+        # (The resource's own client serializes Python values, as the table methods do.)
+        self._table.meta.client.transact_write_items(
+            TransactItems=[
+                {
+                    "Put": {
+                        "TableName": self._table.name,
+                        "Item": self._item(ticket, None),
+                        "ConditionExpression": "attribute_not_exists(PK)",
+                    }
+                },
+                {"Update": {"TableName": self._table.name, **arrival_update(self._pk, ticket.created_at)}},
+            ]
+        )
 
     def get(self, request_id: str) -> Ticket | None:
         item = self._table.get_item(Key={"PK": self._pk, "SK": f"TICKET#{request_id}"}, ConsistentRead=True).get("Item")

@@ -25,11 +25,11 @@ def test_a_tiny_run_reports_both_paths_and_the_fast_path_dynamodb_calls(capsys: 
         calls = path["dynamodb_calls"]
         assert 1 <= calls["min"] <= calls["median"] <= calls["max"]
 
-    # Every fast-path assignment queries the idle recorders, reserves one and stores its ticket.
+    # Every fast-path assignment queries the idle recorders, reserves one, and stores its ticket together
+    # with the arrival count in one transaction.
     typical = fast["dynamodb_calls_typical"]
     assert len(typical) == fast["dynamodb_calls"]["median"]
-    for call in ("Query by_state", "PutItem RECORDER", "PutItem TICKET"):
-        assert call in typical
+    assert typical == ["Query by_state", "PutItem RECORDER", "TransactWriteItems"]
     assert keyed["dynamodb_calls"]["min"] == fast["dynamodb_calls"]["min"] + 1
     assert "PutItem IDEMPOTENCY" in keyed["dynamodb_calls_typical"]
     assert queued["dynamodb_calls"]["min"] > fast["dynamodb_calls"]["max"]  # a queued request runs the evaluator
