@@ -267,12 +267,9 @@ class LifecycleService:
     def _hold(self, recorder: Recorder, now: float) -> str:
         hook = recorder.hook
         assert hook is not None
-        try:
-            self._autoscaling.record_lifecycle_action_heartbeat(hook.name, hook.token, recorder.instance_id)
-        except LifecycleActionGone:
-            self._save_hook(recorder, None, recorder.state)
-            return f"{recorder.instance_id}: terminate action already over"
         alert = not hook.alerted and now - hook.started_at >= self.settings.alert_after_seconds
+        if not self._beat(recorder, now, alerted=hook.alerted or alert):
+            return f"{recorder.instance_id}: terminate action already over"
         if alert:
             left = self.settings.global_timeout_seconds - (now - hook.started_at)
             self._on_alert(
@@ -280,21 +277,24 @@ class LifecycleService:
                 f"termination held {now - hook.started_at:.0f} s; {left:.0f} s before "
                 "Auto Scaling terminates it anyway (global timeout)",
             )
-        self._save_hook(
-            recorder, dataclasses.replace(hook, heartbeat_at=now, alerted=hook.alerted or alert), recorder.state
-        )
         return f"{recorder.instance_id}: termination held (busy, reserved or uploading)"
 
     def _keep_open(self, recorder: Recorder, now: float) -> str:
+        if not self._beat(recorder, now, alerted=False):
+            return f"{recorder.instance_id}: launch action already over"
+        return f"{recorder.instance_id}: launch action kept open"
+
+    def _beat(self, recorder: Recorder, now: float, alerted: bool) -> bool:
+        """Heartbeat the open action; False (and the hook forgotten) when Auto Scaling already closed it."""
         hook = recorder.hook
         assert hook is not None
         try:
             self._autoscaling.record_lifecycle_action_heartbeat(hook.name, hook.token, recorder.instance_id)
         except LifecycleActionGone:
             self._save_hook(recorder, None, recorder.state)
-            return f"{recorder.instance_id}: launch action already over"
-        self._save_hook(recorder, dataclasses.replace(hook, heartbeat_at=now), recorder.state)
-        return f"{recorder.instance_id}: launch action kept open"
+            return False
+        self._save_hook(recorder, dataclasses.replace(hook, heartbeat_at=now, alerted=alerted), recorder.state)
+        return True
 
     def _finish(self, recorder: Recorder, result: str, state: RecorderState) -> Recorder:
         hook = recorder.hook
