@@ -93,7 +93,9 @@ def transition(recorder: Recorder, target: RecorderState, now: float, **changes:
     if target is not recorder.state and not can_transition(recorder.state, target):
         raise InvalidTransition(f"{recorder.instance_id}: {recorder.state.value} -> {target.value} is not allowed")
     state_changed_at = now if target is not recorder.state else recorder.state_changed_at
-    if target is not RecorderState.RESERVED:  # a reservation lives only as long as the state
+    if recorder.state is RecorderState.RESERVED and target is not RecorderState.RESERVED:
+        # Leaving `reserved` ends the reservation, unless the caller carries it on (a termination
+        # that must wait for the lease).
         changes.setdefault("reserved_for", None)
         changes.setdefault("reserved_until", None)
     return dataclasses.replace(recorder, state=target, updated_at=now, state_changed_at=state_changed_at, **changes)
