@@ -316,8 +316,10 @@ class Agent:
             fresh = self._jibri.health()
             if fresh.busy_status == "BUSY" or self._read_pending_uploads() > 0:
                 protection.ensure(True, "Jibri is BUSY")
-            else:
+            elif fresh.busy_status in ("IDLE", "EXPIRED"):
                 protection.ensure(False, "the control plane released it and Jibri is not busy")
+            # Jibri not answering may be a slow check mid-recording: keep the protection. A drained
+            # instance keeps it too; the control plane's termination does not need it lifted.
 
     def _report_due(self, health: JibriHealth, pending: int, lifecycle: str | None) -> bool:
         now = self._clock()

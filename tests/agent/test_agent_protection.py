@@ -62,6 +62,21 @@ def test_idle_and_reply_protect_false_clears_protection(make_agent, group, jibri
     assert agent.protected is False
 
 
+def test_an_unanswered_health_check_never_lifts_protection(make_agent, group, jibri, status_api, clock):
+    agent = make_agent()
+    jibri.set_busy_status("BUSY")
+    agent.tick()
+    assert group.protected()
+    jibri.stop()  # Jibri does not answer: slow mid-recording, or gone; either way protection stays
+    status_api.respond(200, {"protect": False, "drain": False, "state": "unhealthy"})
+    clock.advance(31)
+    agent.tick()
+    clock.advance(31)
+    agent.tick()
+    assert status_api.statuses()[-1] == "OFFLINE"
+    assert group.protected() and agent.protected is True
+
+
 def test_protect_false_while_busy_keeps_protection(make_agent, group, jibri, status_api, clock):
     status_api.respond(200, {"protect": False, "drain": False, "state": "idle"})
     agent = make_agent()
