@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -139,7 +140,8 @@ def _booking(item: dict[str, Any]) -> Booking:
 
 
 class BookingService:
-    def __init__(self, store: BookingStore, now: float, group_max: int) -> None:
+    def __init__(self, store: BookingStore, now: float, group_max: Callable[[], int]) -> None:
+        # Read only when a booking is made: listing and cancelling need no Auto Scaling call.
         self._store = store
         self._now = now
         self._group_max = group_max
@@ -158,8 +160,9 @@ class BookingService:
         count = body.get("count")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise BadRequest("count must be a whole number of recorders, at least 1")
-        if count > self._group_max:
-            raise BadRequest(f"count {count} is more than the group's maximum capacity {self._group_max}")
+        maximum = self._group_max()
+        if count > maximum:
+            raise BadRequest(f"count {count} is more than the group's maximum capacity {maximum}")
         kind = body.get("kind")
         if kind not in KINDS:
             raise BadRequest(f"kind is {'missing' if kind is None else repr(kind)}; expected one of {', '.join(KINDS)}")

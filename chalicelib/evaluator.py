@@ -30,7 +30,6 @@ S = RecorderState
 LEASE_SECONDS = 60.0
 MAX_RERUNS = 3
 TERMINATE_RETRY_SECONDS = 120.0
-_GONE_LIFECYCLES = ("Terminating", "Terminated", "Detaching", "Detached")
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class Runtime:
         return self._bookings
 
     def booking_service(self) -> BookingService:
-        return BookingService(self.bookings, self.clock.now(), self.autoscaling.group_size().maximum)
+        return BookingService(self.bookings, self.clock.now(), lambda: self.autoscaling.group_size().maximum)
 
     def assignment(self) -> AssignmentService:
         return AssignmentService(
@@ -162,6 +162,7 @@ class Runtime:
 
     def evaluator(self) -> Evaluator:
         settings = self.settings
+        # Without on_queued: the evaluator serves the queue, it must not start itself again.
         assignment = AssignmentService(self.registry, self.tickets, self.clock, settings.assignment())
         options = EvaluatorOptions(
             dry_run=settings.dry_run,

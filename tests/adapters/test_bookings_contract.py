@@ -36,7 +36,7 @@ def at(offset_s: float) -> str:
 
 
 def test_bookings_are_listed_in_time_order_and_counted_for_the_policy(store: BookingStore) -> None:
-    service = BookingService(store, NOW, group_max=20)
+    service = BookingService(store, NOW, group_max=lambda: 20)
     late = service.create({"start_at": at(7200), "count": 3, "kind": "recording", "room": "conference-2"})
     early = service.create({"start_at": at(600), "count": 5, "kind": "streaming"})
     assert [b["booking_id"] for b in service.upcoming()["bookings"]] == [early["booking_id"], late["booking_id"]]
@@ -72,5 +72,5 @@ def test_bookings_are_listed_in_time_order_and_counted_for_the_policy(store: Boo
 def test_bad_bookings_are_refused_and_store_nothing(body: Any, named: str) -> None:
     store = MemoryBookingStore()
     with pytest.raises(BadRequest, match=named):
-        BookingService(store, NOW, group_max=20).create(body)
+        BookingService(store, NOW, group_max=lambda: 20).create(body)
     assert store.between(NOW - 86_400, NOW + 200 * 86_400) == []
