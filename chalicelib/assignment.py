@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from chalicelib.clock import Clock, iso
 from chalicelib.direct_start import DirectStarter
-from chalicelib.errors import ApiError, BadRequest, NotFound
+from chalicelib.errors import BadRequest, Conflict, NotFound
 from chalicelib.registry import Recorder, Registry, Written, transition
 from chalicelib.states import RecorderState
 from chalicelib.tickets import (
@@ -43,11 +43,6 @@ S = RecorderState
 KINDS = ("recording", "streaming")
 _FIELDS = {"room", "kind", "meeting_url", "requester", "stream_key"}
 _IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,128}$")
-
-
-class Conflict(ApiError):
-    status_code = 409
-    code = "conflict"
 
 
 @dataclass(frozen=True)

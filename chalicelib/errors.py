@@ -47,3 +47,13 @@ class Gone(ApiError):
 class PayloadTooLarge(ApiError):
     status_code = 413
     code = "payload_too_large"
+
+
+class Conflict(ApiError):
+    status_code = 409
+    code = "conflict"
+
+
+class Unavailable(ApiError):
+    status_code = 503
+    code = "unavailable"
