@@ -1,11 +1,11 @@
-"""The status report to the control plane: its body, SigV4 signing with the instance role, and the reply."""
+"""Signed calls to the control plane (SigV4 with the instance role) and the status report: its body and reply."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +18,8 @@ from botocore.credentials import Credentials
 from agent.log import UTC
 
 _MAX_REPLY_BYTES = 65536
+# A recordings reply lists up to 100 presigned URLs of a few hundred bytes each.
+_MAX_CALL_REPLY_BYTES = 1 << 20
 # The gateway and Lambda answer these when they are briefly overloaded or failing; they clear on their own.
 _TRANSIENT_STATUSES = {408, 429}
 
@@ -73,6 +75,56 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class SignedApi:
+    """POSTs JSON to the control plane, signed with SigV4 for execute-api with the instance role's credentials."""
+
+    def __init__(
+        self, api_url: str, region: str, credentials: Callable[[], Credentials | None], timeout: float
+    ) -> None:
+        self.base_url = api_url.rstrip("/")
+        self._region = region
+        self._credentials = credentials
+        self._timeout = timeout
+
+    def post(self, path: str, body: Mapping[str, Any], max_reply_bytes: int = _MAX_REPLY_BYTES) -> tuple[int, bytes]:
+        """The reply's status and (at most max_reply_bytes + 1 bytes of) body, whatever the status.
+
+        Raises TransientReportError when the API cannot be reached or no credentials are at hand.
+        """
+        url = self.base_url + path
+        data = json.dumps(body, separators=(",", ":")).encode("utf-8")
+        request = urllib.request.Request(url, data=data, headers=self._signed_headers(url, data), method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                return response.status, response.read(max_reply_bytes + 1)
+        except urllib.error.HTTPError as exc:
+            return exc.code, _read_quietly(exc, max_reply_bytes)
+        except (OSError, ValueError) as exc:
+            raise TransientReportError(f"control plane API unreachable: {exc}") from None
+
+    def call(self, path: str, body: Mapping[str, Any]) -> tuple[int, Any]:
+        """Like post, with the reply parsed as JSON (None when it is not JSON)."""
+        status, payload = self.post(path, body, _MAX_CALL_REPLY_BYTES)
+        try:
+            parsed = json.loads(payload) if len(payload) <= _MAX_CALL_REPLY_BYTES else None
+        except ValueError:
+            parsed = None
+        return status, parsed
+
+    def _signed_headers(self, url: str, data: bytes) -> dict[str, str]:
+        try:
+            credentials = self._credentials()
+            frozen = credentials.get_frozen_credentials() if credentials is not None else None
+        except Exception as exc:
+            raise TransientReportError(f"instance role credentials unavailable: {type(exc).__name__}") from None
+        if frozen is None or not frozen.access_key:
+            raise TransientReportError("no instance role credentials from IMDS")
+        signed = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
+        SigV4Auth(frozen, "execute-api", self._region).add_auth(signed)
+        # urllib adds Host from the URL's netloc, which is exactly the host SigV4 signed.
+        return {name: str(value) for name, value in signed.headers.items()}
+
+
 class Reporter:
     def __init__(
         self,
@@ -82,40 +134,18 @@ class Reporter:
         credentials: Callable[[], Credentials | None],
         timeout: float,
     ) -> None:
-        self.url = f"{api_url.rstrip('/')}/v1/recorders/{quote(instance_id, safe='')}/status"
-        self._region = region
-        self._credentials = credentials
-        self._timeout = timeout
+        self.api = SignedApi(api_url, region, credentials, timeout)
+        self._path = f"/v1/recorders/{quote(instance_id, safe='')}/status"
+        self.url = self.api.base_url + self._path
 
     def send(self, report: StatusReport) -> Reply:
-        data = json.dumps(report.body(), separators=(",", ":")).encode("utf-8")
-        request = urllib.request.Request(self.url, data=data, headers=self._signed_headers(data), method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:
-                status, payload = response.status, response.read(_MAX_REPLY_BYTES + 1)
-        except urllib.error.HTTPError as exc:
-            status, payload = exc.code, _read_quietly(exc)
-        except (OSError, ValueError) as exc:
-            raise TransientReportError(f"status API unreachable: {exc}") from None
+        status, payload = self.api.post(self._path, report.body())
         if 200 <= status < 300:
             return _parse_reply(status, payload)
         code, message = _error_fields(payload)
         if status >= 500 or status in _TRANSIENT_STATUSES:
             raise TransientReportError(f"status API answered HTTP {status} {code}: {message}")
         raise ReportRejected(status, code, message)
-
-    def _signed_headers(self, data: bytes) -> dict[str, str]:
-        try:
-            credentials = self._credentials()
-            frozen = credentials.get_frozen_credentials() if credentials is not None else None
-        except Exception as exc:
-            raise TransientReportError(f"instance role credentials unavailable: {type(exc).__name__}") from None
-        if frozen is None or not frozen.access_key:
-            raise TransientReportError("no instance role credentials from IMDS")
-        signed = AWSRequest(method="POST", url=self.url, data=data, headers={"Content-Type": "application/json"})
-        SigV4Auth(frozen, "execute-api", self._region).add_auth(signed)
-        # urllib adds Host from the URL's netloc, which is exactly the host SigV4 signed.
-        return {name: str(value) for name, value in signed.headers.items()}
 
 
 def _parse_reply(status: int, payload: bytes) -> Reply:
@@ -134,9 +164,9 @@ def _parse_reply(status: int, payload: bytes) -> Reply:
     return Reply(protect=protect, drain=drain, state=state, stop_recording=body.get("stop_recording") is True)
 
 
-def _read_quietly(exc: urllib.error.HTTPError) -> bytes:
+def _read_quietly(exc: urllib.error.HTTPError, max_reply_bytes: int = _MAX_REPLY_BYTES) -> bytes:
     try:
-        return bytes(exc.read(_MAX_REPLY_BYTES + 1))
+        return bytes(exc.read(max_reply_bytes + 1))
     except (OSError, ValueError):
         return b""
     finally:
