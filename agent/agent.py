@@ -21,6 +21,8 @@ from agent.jibri import CommandStarter, JibriClient, JibriHealth, JibriTimeout
 from agent.log import UTC, get_logger, set_instance_id
 from agent.protection import ProtectionKeeper
 from agent.reporter import Reply, Reporter, ReportRejected, StatusReport, TransientReportError
+from agent.spool import Spool
+from agent.uploader import Uploader
 from agent.webhook import WebhookServer
 
 log = get_logger("agent")
@@ -62,7 +64,7 @@ class Agent:
         session: boto3.Session | None = None,
         jibri_starter: Callable[[], None] | None = None,
         jibri_restarter: Callable[[], None] | None = None,
-        pending_uploads: Callable[[], int] = no_pending_uploads,
+        pending_uploads: Callable[[], int] | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = _utc_now,
         rng: Callable[[], float] = random.random,
@@ -72,7 +74,12 @@ class Agent:
         self._session = session
         self._start_jibri = jibri_starter or CommandStarter(config.jibri_start_command)
         self._restart_jibri = jibri_restarter or CommandStarter(config.jibri_restart_command)
+        # Recordings the finalize script spooled count as pending until the control plane confirms them.
+        self._spool = Spool(config.spool_dir) if config.upload_enabled else None
+        if pending_uploads is None:
+            pending_uploads = self._spool.count if self._spool is not None else no_pending_uploads
         self._pending_uploads_hook = pending_uploads
+        self._uploader_thread: threading.Thread | None = None
         self._clock = clock
         self._now = now
         self._sleep = sleep
@@ -185,12 +192,23 @@ class Agent:
         try:
             while not stop.is_set():
                 delay = self._tick_safely()
+                self._ensure_uploader(stop)
                 if stop.is_set():
                     break
                 self._pause(delay)
         finally:
             self.close()
+            if self._uploader_thread is not None:
+                self._uploader_thread.join(timeout=self.config.request_timeout_seconds)
             log.info("agent stopped")
+
+    def _ensure_uploader(self, stop: threading.Event) -> None:
+        """Once the instance's identity is known, upload spooled recordings in a thread of their own."""
+        if self._uploader_thread is not None or self._spool is None or self._reporter is None:
+            return
+        uploader = Uploader(self.config, self._spool, self._reporter.api.call, on_change=self.wake)
+        self._uploader_thread = threading.Thread(target=uploader.run, args=(stop,), name="uploader", daemon=True)
+        self._uploader_thread.start()
 
     def tick(self) -> float:
         """One round: poll, protect, report when due, act on the reply. Returns the seconds until the next round."""

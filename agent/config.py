@@ -26,6 +26,15 @@ MAX_REPORT_INTERVAL_SECONDS = 40.0
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _ASG_NAME = re.compile(r"^[^:\s][^:]{0,254}$")
 EXPIRED_ACTIONS = ("restart", "replace")
+MIB = 1 << 20
+# S3's bounds for a multipart part (the last one may be smaller), which the control plane enforces too.
+MIN_PART_SIZE = 5 * MIB
+MAX_PART_SIZE = 512 * MIB
+MAX_UPLOAD_CONCURRENCY = 32
+_SIZE = re.compile(r"^(?P<number>\d+)\s*(?P<unit>|B|KiB|MiB|GiB)$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
 
 
 class ConfigError(ValueError):
@@ -57,6 +66,13 @@ class AgentConfig:
     # restart: the agent restarts an EXPIRED (single-use) Jibri; replace: it leaves it to the control plane.
     expired_action: str = "restart"
     log_level: str = "INFO"
+    # Recordings: the finalize script spools each session directory; the uploader sends it to S3.
+    upload_enabled: bool = True
+    spool_dir: str = "/var/spool/jibri-agent"
+    # When set, only session directories directly inside it are uploaded (and deleted afterwards).
+    recordings_dir: str | None = None
+    part_size: int = 8 * MIB
+    upload_concurrency: int = 4
 
     @property
     def webhook_address(self) -> tuple[str, int]:
@@ -80,6 +96,23 @@ def load_config(path: str | None = None, environ: Mapping[str, str] | None = Non
         if override is not None:
             values[key] = override
     return parse_config(values)
+
+
+def load_spool_dir(path: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """spool_dir alone, for the finalize script: it runs as Jibri's user, who may not read the whole file."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_PREFIX + "SPOOL_DIR")
+    if raw is None:
+        try:
+            raw = _read_ini(path).get("spool_dir")
+        except ConfigError:
+            if path is not None:
+                raise
+            raw = None  # the agent's file is root's: the default, as it is for the agent without the key
+    return (
+        _Reader({"spool_dir": raw or ""}).optional("spool_dir", _absolute_path, "an absolute directory path")
+        or AgentConfig.spool_dir
+    )
 
 
 def parse_config(values: Mapping[str, str]) -> AgentConfig:
@@ -124,6 +157,11 @@ def parse_config(values: Mapping[str, str]) -> AgentConfig:
         expired_action=reader.optional("expired_action", _choice(EXPIRED_ACTIONS), " or ".join(EXPIRED_ACTIONS))
         or defaults.expired_action,
         log_level=reader.optional("log_level", _level, f"one of {', '.join(LEVELS)}") or defaults.log_level,
+        upload_enabled=reader.flag("upload_enabled", defaults.upload_enabled),
+        spool_dir=reader.optional("spool_dir", _absolute_path, "an absolute directory path") or defaults.spool_dir,
+        recordings_dir=reader.optional("recordings_dir", _absolute_path, "Jibri's recordings directory, absolute"),
+        part_size=reader.size("part_size", defaults.part_size, MIN_PART_SIZE, MAX_PART_SIZE),
+        upload_concurrency=reader.integer("upload_concurrency", defaults.upload_concurrency, 1, MAX_UPLOAD_CONCURRENCY),
     )
 
 
@@ -182,6 +220,37 @@ class _Reader:
             raise ConfigError(key, expected, raw)
         return value
 
+    def flag(self, key: str, default: bool) -> bool:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        if raw.lower() in _TRUE:
+            return True
+        if raw.lower() in _FALSE:
+            return False
+        raise ConfigError(key, "true or false", raw)
+
+    def integer(self, key: str, default: int, low: int, high: int) -> int:
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise ConfigError(key, f"a whole number from {low} to {high}", raw)
+        return int(raw)
+
+    def size(self, key: str, default: int, low: int, high: int) -> int:
+        expected = f"a size from {low // MIB} MiB to {high // MIB} MiB, in bytes or with a unit (e.g. 8MiB)"
+        raw = self._raw(key)
+        if raw is None:
+            return default
+        match = _SIZE.match(raw)
+        if match is None:
+            raise ConfigError(key, expected, raw)
+        value = int(match["number"]) * _SIZE_UNITS[match["unit"].lower()]
+        if not low <= value <= high:
+            raise ConfigError(key, expected, raw)
+        return value
+
 
 def _http_url(raw: str) -> str | None:
     try:
@@ -200,6 +269,12 @@ def _http_url(raw: str) -> str | None:
 
 def _matching(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
     return lambda raw: raw if pattern.match(raw) else None
+
+
+def _absolute_path(raw: str) -> str | None:
+    if not os.path.isabs(raw) or "\0" in raw:
+        return None
+    return os.path.normpath(raw)
 
 
 def _listen(raw: str) -> str | None:

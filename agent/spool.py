@@ -1,0 +1,229 @@
+"""The durable spool of finished recordings: one JSON file per Jibri session, each written atomically.
+
+The finalize script (Jibri's user) adds entries; the uploader (the agent) updates and removes them. An entry
+is written to a temporary file in the spool directory, flushed to disk, renamed over its final name and the
+directory flushed too, so a crash or power loss leaves either the old entry or the new one, never half of one.
+A temporary file left by a crash between write and rename is ignored and later swept away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from agent.log import UTC, get_logger
+
+log = get_logger("spool")
+
+PENDING = "pending"  # to upload, or being uploaded
+FAILED = "failed"  # refused by the control plane for a reason retrying soon will not fix
+CONFIRMED = "confirmed"  # the control plane confirmed the recording in S3: only the local files are left to delete
+STATES = (PENDING, FAILED, CONFIRMED)
+SESSION_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_SUFFIX = ".json"
+_TEMP_PREFIX = ".tmp-"
+# A writer renames its temporary file within milliseconds; one this old belongs to a writer that died.
+STALE_TEMP_SECONDS = 3600.0
+_MAX_ENTRY_BYTES = 65536
+
+
+class SpoolError(RuntimeError):
+    """The spool directory cannot be read or written."""
+
+
+def valid_session_id(session_id: str) -> bool:
+    return bool(SESSION_ID.match(session_id)) and session_id not in (".", "..")
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    session_id: str
+    session_dir: str
+    spooled_at: str  # ISO 8601 UTC: when the finalize script ran, i.e. when the recording ended
+    attempts: int = 0
+    last_error: str | None = None
+    state: str = PENDING
+    next_attempt_at: str | None = None  # ISO 8601 UTC; None: at once
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, body: Any) -> SpoolEntry:
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        session_id, session_dir, spooled_at = body.get("session_id"), body.get("session_dir"), body.get("spooled_at")
+        if not isinstance(session_id, str) or not valid_session_id(session_id):
+            raise ValueError("session_id missing or invalid")
+        if not isinstance(session_dir, str) or not os.path.isabs(session_dir):
+            raise ValueError("session_dir missing or not absolute")
+        if not isinstance(spooled_at, str):
+            raise ValueError("spooled_at missing")
+        parse_time(spooled_at)
+        attempts, last_error = body.get("attempts", 0), body.get("last_error")
+        state, next_attempt_at = body.get("state", PENDING), body.get("next_attempt_at")
+        if not isinstance(attempts, int) or attempts < 0:
+            raise ValueError("attempts is not a count")
+        if state not in STATES:
+            raise ValueError(f"state is not one of {', '.join(STATES)}")
+        if last_error is not None and not isinstance(last_error, str):
+            raise ValueError("last_error is not a string")
+        if next_attempt_at is not None:
+            if not isinstance(next_attempt_at, str):
+                raise ValueError("next_attempt_at is not a time")
+            parse_time(next_attempt_at)
+        return cls(session_id, session_dir, spooled_at, attempts, last_error, state, next_attempt_at)
+
+    def due(self, now: datetime) -> bool:
+        return self.next_attempt_at is None or parse_time(self.next_attempt_at) <= now
+
+
+class Spool:
+    def __init__(self, path: str, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.path = path
+        self._now = now
+
+    def add(self, session_dir: str) -> tuple[SpoolEntry, bool]:
+        """Spool a session directory; returns its entry and whether it is new (an existing entry is kept)."""
+        session_dir = os.path.abspath(session_dir)
+        session_id = os.path.basename(session_dir)
+        if not valid_session_id(session_id):
+            raise ValueError(f"session directory name {session_id!r} is not a Jibri session id ([A-Za-z0-9._-])")
+        existing = self.get(session_id)
+        if existing is not None:
+            return existing, False
+        entry = SpoolEntry(session_id, session_dir, format_time(self._now()))
+        self.write(entry)
+        return entry, True
+
+    def get(self, session_id: str) -> SpoolEntry | None:
+        try:
+            with open(self._entry_path(session_id), "rb") as handle:
+                raw = handle.read(_MAX_ENTRY_BYTES + 1)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise SpoolError(f"cannot read spool entry {session_id}: {exc}") from None
+        try:
+            return SpoolEntry.from_json(json.loads(raw))
+        except ValueError as exc:
+            raise SpoolError(f"spool entry {session_id} is unreadable: {exc}") from None
+
+    def write(self, entry: SpoolEntry) -> None:
+        data = json.dumps(entry.to_json(), indent=2, sort_keys=True).encode("utf-8") + b"\n"
+        try:
+            descriptor, temp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_SUFFIX, dir=self.path)
+        except OSError as exc:
+            raise SpoolError(f"cannot write to the spool {self.path}: {exc}") from None
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(temp, 0o660)
+            os.replace(temp, self._entry_path(entry.session_id))
+        except OSError as exc:
+            _remove_quietly(temp)
+            raise SpoolError(f"cannot write spool entry {entry.session_id}: {exc}") from None
+        self._sync_directory()
+
+    def update(self, entry: SpoolEntry, **changes: Any) -> SpoolEntry:
+        changed = replace(entry, **changes)
+        self.write(changed)
+        return changed
+
+    def remove(self, session_id: str) -> None:
+        try:
+            os.unlink(self._entry_path(session_id))
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise SpoolError(f"cannot remove spool entry {session_id}: {exc}") from None
+        self._sync_directory()
+
+    def session_ids(self) -> list[str]:
+        """Every spooled session (readable or not), in name order; none when the spool does not exist yet."""
+        try:
+            names = os.listdir(self.path)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise SpoolError(f"cannot list the spool {self.path}: {exc}") from None
+        ids = [name[: -len(_SUFFIX)] for name in names if name.endswith(_SUFFIX) and not name.startswith(".")]
+        return sorted(i for i in ids if valid_session_id(i))
+
+    def count(self) -> int:
+        """Sessions not yet confirmed by the control plane: what the status report calls pending uploads."""
+        return len(self.session_ids())
+
+    def entries(self) -> list[SpoolEntry]:
+        """Readable entries, oldest first; an unreadable one is logged and left in place (it still counts)."""
+        found = []
+        for session_id in self.session_ids():
+            try:
+                entry = self.get(session_id)
+            except SpoolError as exc:
+                log.error("%s; leaving it for an operator", exc, extra={"session_id": session_id})
+                continue
+            if entry is not None:
+                found.append(entry)
+        return sorted(found, key=lambda e: (parse_time(e.spooled_at), e.session_id))
+
+    def sweep_temporary(self, now: float | None = None) -> int:
+        """Remove temporary files that crashed writers left behind; returns how many."""
+        moment = time.time() if now is None else now
+        removed = 0
+        try:
+            names = os.listdir(self.path)
+        except OSError:
+            return 0
+        for name in names:
+            if not name.startswith(_TEMP_PREFIX):
+                continue
+            temp = os.path.join(self.path, name)
+            try:
+                if moment - os.lstat(temp).st_mtime > STALE_TEMP_SECONDS:
+                    os.unlink(temp)
+                    removed += 1
+            except OSError:
+                continue
+        return removed
+
+    def _entry_path(self, session_id: str) -> str:
+        if not valid_session_id(session_id):
+            raise ValueError(f"invalid session id {session_id!r}")
+        return os.path.join(self.path, session_id + _SUFFIX)
+
+    def _sync_directory(self) -> None:
+        # The rename (or unlink) itself is durable only once the directory is.
+        try:
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return
+        try:
+            os.fsync(descriptor)
+        except OSError:
+            pass
+        finally:
+            os.close(descriptor)
+
+
+def _remove_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -1,0 +1,759 @@
+"""Moves spooled recordings to S3 through the control plane's presigned multipart URLs, then deletes them.
+
+For each spooled session: hash every file in one read pass (whole-file SHA-256, per-part MD5 and SHA-256),
+declare the session (`POST /v1/recordings`), PUT the parts it lists, declare again until nothing is left,
+then `POST /v1/recordings/{id}/complete`. Only a 200 from complete lets the local files go. The declaration
+is also the resume call: after a crash or reboot the loop simply runs again and the control plane lists
+only the parts S3 does not hold yet.
+
+Memory stays bounded whatever the file size: a part is read from disk by the thread that sends it, right
+before its PUT, so at most `upload_concurrency` parts of `part_size` bytes are in memory at once.
+
+Failures: connection errors, 5xx, 408 and 429 are retried with backoff (the entry stays pending); a 4xx
+(session_reused, size_mismatch, empty_file, bad_name, ...) marks the entry failed, logs it with the session
+id and retries only after a long backoff, with the files left in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import stat
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from agent.config import AgentConfig
+from agent.log import UTC, get_logger
+from agent.spool import CONFIRMED, FAILED, PENDING, Spool, SpoolEntry, SpoolError, format_time, parse_time
+
+log = get_logger("uploader")
+
+# POST path and JSON body in; HTTP status and parsed JSON body (None if not JSON) out. Raises on no answer.
+JsonCall = Callable[[str, Mapping[str, Any]], tuple[int, Any]]
+
+METADATA_NAME = "metadata.json"
+MAX_METADATA_BYTES = 65536  # serialized, as the control plane accepts it
+_MAX_METADATA_FILE_BYTES = 1 << 20
+HASH_CHUNK_BYTES = 1 << 20
+MAX_PARTS = 10000
+_TRANSIENT_STATUSES = {408, 429}
+# Retries within one attempt when a round of PUTs makes no progress at all, before the entry backs off.
+MAX_STALLED_ROUNDS = 3
+# A complete refused with parts_rejected this many times in a row ends the attempt (backoff, then again).
+MAX_REJECTED_ROUNDS = 5
+ROUND_BACKOFF_SECONDS = (1.0, 2.0, 4.0)
+TRANSIENT_BACKOFF_BASE_SECONDS = 5.0
+TRANSIENT_BACKOFF_CAP_SECONDS = 300.0
+# A 4xx is a problem retrying soon will not fix (a reused session id, a refused file): not a hot loop.
+PERMANENT_BACKOFF_BASE_SECONDS = 3600.0
+PERMANENT_BACKOFF_CAP_SECONDS = 6 * 3600.0
+PART_TIMEOUT_FLOOR_SECONDS = 60.0
+# Jibri's FileSink names the recording <call name>_<yyyy-MM-dd-HH-mm-ss>.mp4 with the start in local time.
+_START_STAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})\.[A-Za-z0-9]+$")
+
+
+class TransientUploadError(RuntimeError):
+    """Retry later: the control plane or S3 could not be reached, was overloaded, or answered garbage."""
+
+
+class PermanentUploadError(RuntimeError):
+    """The control plane refused the session with a 4xx: retrying soon will not fix it."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class _Stopped(Exception):
+    """The agent is stopping: leave the entry as it is, the next run resumes it."""
+
+
+# -- hashing and part slicing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartDigest:
+    number: int
+    md5: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+    parts: tuple[PartDigest, ...]
+
+    def declaration(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "parts": [{"number": p.number, "md5": p.md5, "sha256": p.sha256} for p in self.parts],
+        }
+
+
+def part_count(size: int, part_size: int) -> int:
+    return max(1, -(-size // part_size))
+
+
+def part_range(number: int, part_size: int, size: int) -> tuple[int, int]:
+    """(offset, length) of part `number` (1-based): every part but the last is exactly part_size bytes."""
+    if not 1 <= number <= part_count(size, part_size):
+        raise ValueError(f"part {number} is not in 1..{part_count(size, part_size)} for {size} bytes")
+    offset = (number - 1) * part_size
+    return offset, min(part_size, size - offset)
+
+
+def hash_file(path: str, part_size: int, name: str | None = None, chunk_bytes: int = HASH_CHUNK_BYTES) -> FileDigest:
+    """One read pass: the whole file's SHA-256 and each part's MD5 and SHA-256, reading chunk_bytes at a time."""
+    buffer = bytearray(min(chunk_bytes, part_size))
+    view = memoryview(buffer)
+    whole = hashlib.sha256()
+    parts: list[PartDigest] = []
+    with open(path, "rb", buffering=0) as handle:
+        info = os.fstat(handle.fileno())
+        size = info.st_size
+        for number in range(1, part_count(size, part_size) + 1):
+            _, length = part_range(number, part_size, size)
+            md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+            left = length
+            while left > 0:
+                read = handle.readinto(view[: min(left, len(buffer))])
+                if not read:
+                    raise OSError(f"{path} shrank while being read ({size} bytes expected)")
+                chunk = view[:read]
+                whole.update(chunk)
+                md5.update(chunk)
+                sha256.update(chunk)
+                left -= read
+            parts.append(PartDigest(number, md5.hexdigest(), sha256.hexdigest()))
+    return FileDigest(name or os.path.basename(path), path, size, info.st_mtime_ns, whole.hexdigest(), tuple(parts))
+
+
+# -- the session and its declaration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id: str
+    directory: str
+    room: str
+    metadata: dict[str, Any]
+    started_at: str | None
+    ended_at: str | None
+    part_size: int
+    files: tuple[FileDigest, ...]
+
+    def declaration(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "session_id": self.session_id,
+            "room": self.room,
+            "metadata": self.metadata,
+            "part_size": self.part_size,
+            "files": [f.declaration() for f in self.files],
+        }
+        if self.started_at is not None:
+            body["started_at"] = self.started_at
+        if self.ended_at is not None:
+            body["ended_at"] = self.ended_at
+        return body
+
+    def file(self, name: str) -> FileDigest | None:
+        return next((f for f in self.files if f.name == name), None)
+
+
+class NothingToUpload(RuntimeError):
+    """The session directory is gone or holds no recording: nothing is left for the entry to protect."""
+
+
+def room_of(meeting_url: object) -> str:
+    """The room is the last path segment of the meeting URL (https://meet.example.com/tenant/room → room)."""
+    if not isinstance(meeting_url, str):
+        return ""
+    try:
+        path = urlsplit(meeting_url).path
+    except ValueError:
+        return ""
+    return unquote(path.rstrip("/").rsplit("/", 1)[-1])
+
+
+def read_metadata(directory: str) -> dict[str, Any]:
+    """metadata.json as Jibri wrote it ({"meeting_url", "participants", ...}), trimmed to what may be sent."""
+    path = os.path.join(directory, METADATA_NAME)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_MAX_METADATA_FILE_BYTES + 1)
+        body = json.loads(raw) if len(raw) <= _MAX_METADATA_FILE_BYTES else None
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.warning("%s is unreadable (%s); sending no metadata", path, exc)
+        return {}
+    if not isinstance(body, dict):
+        log.warning("%s is not a JSON object; sending no metadata", path)
+        return {}
+    if _serialized_size(body) <= MAX_METADATA_BYTES:
+        return body
+    # A long participant list is what grows: drop it first, then everything but the meeting URL.
+    trimmed = {k: v for k, v in body.items() if k != "participants"}
+    trimmed["participants_omitted"] = True
+    if _serialized_size(trimmed) > MAX_METADATA_BYTES:
+        meeting_url = body.get("meeting_url")
+        trimmed = {"meeting_url": meeting_url if isinstance(meeting_url, str) else None, "metadata_omitted": True}
+    log.warning("%s is over %d bytes; sending it trimmed", path, MAX_METADATA_BYTES)
+    return trimmed
+
+
+def _serialized_size(body: object) -> int:
+    return len(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+
+
+def started_at_of(names: Sequence[str]) -> str | None:
+    """When the recording started, from the timestamp Jibri puts in the recording's name (host local time)."""
+    stamps = sorted(m.group(1) for m in (_START_STAMP.search(n) for n in names) if m)
+    if not stamps:
+        return None
+    try:
+        local = datetime.strptime(stamps[0], "%Y-%m-%d-%H-%M-%S").astimezone()
+    except ValueError:
+        return None
+    return format_time(local)
+
+
+# -- sending parts ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartJob:
+    """One PUT: bytes [offset, offset + length) of the file at path, to a presigned URL with exactly these headers."""
+
+    name: str
+    number: int
+    path: str
+    offset: int
+    length: int
+    url: str
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class PartResult:
+    job: PartJob
+    etag: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class PartSender:
+    """PUTs parts to presigned URLs, `concurrency` at a time; each part is read from disk by its own sender."""
+
+    def __init__(self, concurrency: int, timeout: float) -> None:
+        self.concurrency = concurrency
+        self.timeout = timeout
+
+    def send(self, jobs: Sequence[PartJob], stop: threading.Event | None = None) -> list[PartResult]:
+        if not jobs:
+            return []
+        # The pool's queue holds jobs, not bytes: only the `concurrency` running ones have a part in memory.
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)), thread_name_prefix="part") as pool:
+            return list(pool.map(lambda job: self._send_one(job, stop), jobs))
+
+    def _send_one(self, job: PartJob, stop: threading.Event | None) -> PartResult:
+        if stop is not None and stop.is_set():
+            return PartResult(job, error="not sent: the agent is stopping")
+        try:
+            body = _read_part(job.path, job.offset, job.length)
+        except OSError as exc:
+            return PartResult(job, error=f"cannot read part {job.number} of {job.name}: {exc}")
+        headers = {str(k): str(v) for k, v in job.headers.items()}
+        # urllib would otherwise send form encoding, which presigned S3 PUTs (and moto) do not expect.
+        if not any(k.lower() == "content-type" for k in headers):
+            headers["Content-Type"] = "application/octet-stream"
+        headers["Content-Length"] = str(len(body))
+        request = urllib.request.Request(job.url, data=body, headers=headers, method="PUT")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                response.read(65536)
+                etag = response.headers.get("ETag")
+        except urllib.error.HTTPError as exc:
+            detail = _short(exc.read(2048) if exc.fp is not None else b"")
+            exc.close()
+            return PartResult(job, error=f"PUT part {job.number} of {job.name} answered HTTP {exc.code} {detail}")
+        except (OSError, ValueError) as exc:
+            return PartResult(job, error=f"PUT part {job.number} of {job.name} failed: {exc}")
+        finally:
+            del body
+        if not etag:
+            return PartResult(job, error=f"PUT part {job.number} of {job.name} answered without an ETag")
+        return PartResult(job, etag=etag)
+
+
+def _read_part(path: str, offset: int, length: int) -> bytes:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        data = os.pread(descriptor, length, offset)
+        if len(data) < length:  # pread may return short on some file systems: read the rest
+            pieces = [data]
+            got = len(data)
+            while got < length:
+                more = os.pread(descriptor, length - got, offset + got)
+                if not more:
+                    raise OSError(f"{path} is shorter than declared")
+                pieces.append(more)
+                got += len(more)
+            data = b"".join(pieces)
+        return data
+    finally:
+        os.close(descriptor)
+
+
+def _short(payload: bytes) -> str:
+    return payload[:300].decode("utf-8", "replace").strip()
+
+
+# -- the uploader ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Progress:
+    etags: dict[tuple[str, int], str] = field(default_factory=dict)
+    parts_sent: int = 0
+    bytes_sent: int = 0
+
+
+class Uploader:
+    """Build with the agent's config, the spool and a signed JSON call, then `run(stop)` in a thread.
+
+    `call(path, body)` POSTs to the control plane (e.g. `SignedApi(...).call`) and returns (status, JSON).
+    `now` is the wall clock (entries carry wall times), `sleep` the pause between rounds within an attempt,
+    `rng` the jitter, `sender` what PUTs the parts, `on_change` is called when the pending count drops.
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        spool: Spool,
+        call: JsonCall,
+        *,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], None] | None = None,
+        rng: Callable[[], float] = random.random,
+        sender: PartSender | None = None,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.spool = spool
+        self._call = call
+        self._now = now
+        self._sleep = sleep
+        self._rng = rng
+        timeout = max(PART_TIMEOUT_FLOOR_SECONDS, config.request_timeout_seconds)
+        self.sender = sender or PartSender(config.upload_concurrency, timeout)
+        self._on_change = on_change
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._digests: dict[str, FileDigest] = {}  # path → digest, reused while size and mtime are unchanged
+
+    def pending_uploads(self) -> int:
+        return self.spool.count()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def run(self, stop: threading.Event) -> None:
+        """Upload spooled sessions until `stop` is set; no single failure ends it."""
+        self._stop = stop
+        threading.Thread(target=self._wake_on, args=(stop,), name="uploader-stop", daemon=True).start()
+        log.info("uploader started", extra={"spool_dir": self.spool.path, "part_size": self.config.part_size})
+        while not stop.is_set():
+            try:
+                delay = self.run_once()
+            except Exception:
+                delay = self.config.poll_interval_seconds
+                log.exception("upload round failed; trying again in %.0f s", delay)
+            self._wake.wait(delay)
+            self._wake.clear()
+        log.info("uploader stopped")
+
+    def run_once(self) -> float:
+        """Attempt every due entry once, oldest first; returns the seconds until one may be due."""
+        self.spool.sweep_temporary()
+        delay = self.config.poll_interval_seconds
+        for entry in self.spool.entries():
+            if self._stop.is_set():
+                break
+            now = self._now()
+            if entry.state != CONFIRMED and not entry.due(now):
+                assert entry.next_attempt_at is not None
+                delay = min(delay, max(0.0, (parse_time(entry.next_attempt_at) - now).total_seconds()))
+                continue
+            self.process(entry)
+        return delay
+
+    def process(self, entry: SpoolEntry) -> str:
+        """One attempt at one entry; returns the entry's state afterwards ("done" once it left the spool)."""
+        context = {"session_id": entry.session_id, "session_dir": entry.session_dir}
+        if entry.state == CONFIRMED:
+            self._finish(entry)
+            return "done"
+        try:
+            session = self._scan(entry)
+            started = time.monotonic()
+            log.info(
+                "uploading session %s: %d file(s), %d bytes",
+                entry.session_id,
+                len(session.files),
+                sum(f.size for f in session.files),
+                extra={**context, "attempt": entry.attempts + 1},
+            )
+            reply = self._upload(session)
+        except _Stopped:
+            return entry.state
+        except NothingToUpload as exc:
+            log.error("dropping spool entry of session %s: %s", entry.session_id, exc, extra=context)
+            self._remove_entry(entry)
+            return "done"
+        except PermanentUploadError as exc:
+            return self._fail(entry, str(exc), permanent=True, status=exc.status, code=exc.code)
+        except (TransientUploadError, SpoolError, OSError) as exc:
+            return self._fail(entry, str(exc), permanent=False)
+        log.info(
+            "session %s is in S3 (manifest %s) after %.1f s; deleting the local files",
+            entry.session_id,
+            reply.get("manifest_key"),
+            time.monotonic() - started,
+            extra={**context, "recording_id": reply.get("recording_id")},
+        )
+        # Marked first: a crash while deleting resumes the deletion instead of declaring files that are gone.
+        confirmed = self.spool.update(entry, state=CONFIRMED, last_error=None, next_attempt_at=None)
+        self._finish(confirmed, session)
+        return "done"
+
+    # -- one attempt ---------------------------------------------------------------------------------------------
+
+    def _upload(self, session: Session) -> dict[str, Any]:
+        progress = _Progress()
+        stalled = rejected = 0
+        while True:
+            self._check_stop()
+            reply = self._declare(session)
+            jobs = self._jobs(session, reply)
+            if not jobs and not reply["more"]:
+                status, body = self._complete(session, reply["recording_id"], progress)
+                if status == 200:
+                    return body
+                rejected += 1
+                if rejected >= MAX_REJECTED_ROUNDS:
+                    raise TransientUploadError(f"complete rejected parts {rejected} times in a row: {body}")
+                log.warning(
+                    "control plane rejected parts of session %s: %s; sending them again",
+                    session.session_id,
+                    body.get("rejected"),
+                    extra={"session_id": session.session_id},
+                )
+                continue
+            if not jobs:
+                # More to come but no URL in this reply: a control plane out of step; do not spin on it.
+                stalled += 1
+                if stalled >= MAX_STALLED_ROUNDS:
+                    raise TransientUploadError("POST /v1/recordings keeps answering more without any part URL")
+                self._pause(ROUND_BACKOFF_SECONDS[min(stalled, len(ROUND_BACKOFF_SECONDS) - 1)])
+                continue
+            results = self.sender.send(jobs, self._stop)
+            self._check_stop()
+            failures = [r for r in results if not r.ok]
+            for result in results:
+                if result.ok and result.etag is not None:
+                    progress.etags[(result.job.name, result.job.number)] = result.etag
+                    progress.parts_sent += 1
+                    progress.bytes_sent += result.job.length
+            log.debug(
+                "session %s: sent %d part(s), %d failed",
+                session.session_id,
+                len(results) - len(failures),
+                len(failures),
+                extra={"session_id": session.session_id, "bytes_sent": progress.bytes_sent},
+            )
+            if not failures:
+                stalled = 0
+                continue
+            stalled = 0 if len(failures) < len(results) else stalled + 1
+            if stalled >= MAX_STALLED_ROUNDS:
+                raise TransientUploadError(f"{len(failures)} part(s) could not be sent: {failures[0].error}")
+            log.warning(
+                "%d of %d part(s) of session %s failed (%s); asking for fresh URLs",
+                len(failures),
+                len(results),
+                session.session_id,
+                failures[0].error,
+                extra={"session_id": session.session_id},
+            )
+            self._pause(ROUND_BACKOFF_SECONDS[min(stalled, len(ROUND_BACKOFF_SECONDS) - 1)])
+
+    def _declare(self, session: Session) -> dict[str, Any]:
+        _, body = self._post("/v1/recordings", session.declaration(), session)
+        return _checked_declare_reply(body, session)
+
+    def _jobs(self, session: Session, reply: Mapping[str, Any]) -> list[PartJob]:
+        jobs = []
+        for item in reply["files"]:
+            digest = session.file(item["name"])
+            assert digest is not None  # checked with the reply
+            for upload in item["upload"]:
+                offset, length = part_range(upload["number"], session.part_size, digest.size)
+                jobs.append(
+                    PartJob(
+                        digest.name, upload["number"], digest.path, offset, length, upload["url"], upload["headers"]
+                    )
+                )
+        return jobs
+
+    def _complete(self, session: Session, recording_id: str, progress: _Progress) -> tuple[int, dict[str, Any]]:
+        files = []
+        for digest in session.files:
+            parts = []
+            for part in digest.parts:
+                # A part sent before a restart has no ETag at hand: S3's ETag of a part is its quoted MD5
+                # (no KMS), which is also what the control plane checks against the ETags S3 lists.
+                etag = progress.etags.get((digest.name, part.number), f'"{part.md5}"')
+                parts.append({"number": part.number, "etag": etag, "md5": part.md5, "sha256": part.sha256})
+            files.append({"name": digest.name, "parts": parts})
+        path = f"/v1/recordings/{quote(recording_id, safe='')}/complete"
+        status, body = self._post(path, {"files": files}, session, accept=(200, 409))
+        if status == 409:
+            error = body.get("error") if isinstance(body, dict) else None
+            if not isinstance(error, dict) or error.get("code") != "parts_rejected":
+                code = error.get("code") if isinstance(error, dict) else None
+                message = error.get("message") if isinstance(error, dict) else None
+                raise PermanentUploadError(f"complete answered HTTP 409 {code}: {message}", 409, str(code))
+        elif not isinstance(body, dict) or body.get("status") != "complete":
+            raise TransientUploadError("complete answered 200 without status complete")
+        return status, body if isinstance(body, dict) else {}
+
+    def _post(
+        self, path: str, body: Mapping[str, Any], session: Session, accept: tuple[int, ...] = (200, 201)
+    ) -> tuple[int, Any]:
+        try:
+            status, reply = self._call(path, body)
+        except Exception as exc:
+            raise TransientUploadError(f"POST {path}: {exc}") from None
+        if status in accept and (isinstance(reply, dict) or status >= 300):
+            return status, reply
+        code, message = _error_fields(reply)
+        if 200 <= status < 300 or status >= 500 or status in _TRANSIENT_STATUSES:
+            raise TransientUploadError(f"POST {path} answered HTTP {status} {code}: {message}")
+        raise PermanentUploadError(f"POST {path} answered HTTP {status} {code}: {message}", status, code)
+
+    # -- files -------------------------------------------------------------------------------------------------
+
+    def _scan(self, entry: SpoolEntry) -> Session:
+        directory = entry.session_dir
+        self._check_place(directory)
+        try:
+            names = sorted(os.listdir(directory))
+        except FileNotFoundError:
+            raise NothingToUpload(f"{directory} no longer exists") from None
+        except NotADirectoryError:
+            raise NothingToUpload(f"{directory} is not a directory") from None
+        digests = []
+        for name in names:
+            if name == METADATA_NAME:
+                continue
+            path = os.path.join(directory, name)
+            info = os.lstat(path)
+            if not stat.S_ISREG(info.st_mode):
+                log.warning("skipping %s: not a regular file", path, extra={"session_id": entry.session_id})
+                continue
+            if info.st_size == 0:
+                log.warning("skipping %s: empty", path, extra={"session_id": entry.session_id})
+                continue
+            if part_count(info.st_size, self.config.part_size) > MAX_PARTS:
+                raise PermanentUploadError(
+                    f"{path} needs more than {MAX_PARTS} parts of {self.config.part_size} bytes; raise part_size"
+                )
+            digests.append(self._digest(path, info))
+        if not digests:
+            raise NothingToUpload(f"{directory} holds no recording")
+        metadata = read_metadata(directory)
+        return Session(
+            session_id=entry.session_id,
+            directory=directory,
+            room=room_of(metadata.get("meeting_url")),
+            metadata=metadata,
+            started_at=started_at_of([d.name for d in digests]),
+            ended_at=entry.spooled_at,
+            part_size=self.config.part_size,
+            files=tuple(digests),
+        )
+
+    def _check_place(self, directory: str) -> None:
+        # The spool is writable by Jibri's user; the agent deletes what it uploads, so it only takes sessions
+        # from where Jibri records when told where that is.
+        allowed = self.config.recordings_dir
+        if allowed is not None and os.path.realpath(os.path.dirname(directory)) != os.path.realpath(allowed):
+            raise PermanentUploadError(f"{directory} is not a session directory in recordings_dir {allowed}")
+
+    def _digest(self, path: str, info: os.stat_result) -> FileDigest:
+        known = self._digests.get(path)
+        if known is not None and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
+            return known
+        digest = hash_file(path, self.config.part_size)
+        self._digests[path] = digest
+        return digest
+
+    def _finish(self, entry: SpoolEntry, session: Session | None = None) -> None:
+        """Delete what was confirmed (the declared files and metadata.json), then the entry."""
+        directory = entry.session_dir
+        names = [f.name for f in session.files] if session else _confirmed_names(directory)
+        for name in [*names, METADATA_NAME]:
+            path = os.path.join(directory, name)
+            self._digests.pop(path, None)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("left %s in place: %s", directory, exc, extra={"session_id": entry.session_id})
+        self._remove_entry(entry)
+
+    def _remove_entry(self, entry: SpoolEntry) -> None:
+        self.spool.remove(entry.session_id)
+        for path in [p for p in self._digests if os.path.dirname(p) == entry.session_dir]:
+            del self._digests[path]
+        if self._on_change is not None:
+            self._on_change()
+
+    def _fail(
+        self, entry: SpoolEntry, error: str, *, permanent: bool, status: int | None = None, code: str | None = None
+    ) -> str:
+        attempts = entry.attempts + 1
+        if permanent:
+            base, cap, state = PERMANENT_BACKOFF_BASE_SECONDS, PERMANENT_BACKOFF_CAP_SECONDS, FAILED
+        else:
+            base, cap, state = TRANSIENT_BACKOFF_BASE_SECONDS, TRANSIENT_BACKOFF_CAP_SECONDS, PENDING
+        ceiling = min(cap, base * 2 ** min(attempts - 1, 32))
+        delay = ceiling / 2 + self._rng() * ceiling / 2  # never a hot loop, still spread over a fleet
+        next_at = self._now() + timedelta(seconds=delay)
+        context = {
+            "session_id": entry.session_id,
+            "session_dir": entry.session_dir,
+            "attempts": attempts,
+            "http_status": status,
+            "error_code": code,
+        }
+        (log.error if permanent else log.warning)(
+            "upload of session %s %s: %s; files left in place, next attempt in %.0f s",
+            entry.session_id,
+            "refused" if permanent else "failed",
+            error,
+            delay,
+            extra=context,
+        )
+        try:
+            self.spool.update(
+                entry, attempts=attempts, last_error=error[:1000], state=state, next_attempt_at=format_time(next_at)
+            )
+        except SpoolError as exc:
+            log.error("%s", exc, extra=context)
+        return state
+
+    def _wake_on(self, stop: threading.Event) -> None:
+        stop.wait()
+        self._wake.set()
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped()
+
+    def _pause(self, seconds: float) -> None:
+        if self._sleep is not None:
+            self._sleep(seconds)
+        elif self._stop.wait(seconds):
+            raise _Stopped()
+
+
+def _confirmed_names(directory: str) -> list[str]:
+    """After a restart between confirmation and deletion: the regular non-empty files, as they were declared."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        try:
+            info = os.lstat(os.path.join(directory, name))
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode) and info.st_size > 0:
+            found.append(name)
+    return found
+
+
+def _checked_declare_reply(body: Any, session: Session) -> dict[str, Any]:
+    """The parts of a POST /v1/recordings reply the loop relies on, or TransientUploadError naming what is off."""
+
+    def bad(what: str) -> TransientUploadError:
+        return TransientUploadError(f"POST /v1/recordings answered an unexpected reply: {what}")
+
+    if not isinstance(body, dict):
+        raise bad("not a JSON object")
+    recording_id, files, more = body.get("recording_id"), body.get("files"), body.get("more", False)
+    if not isinstance(recording_id, str) or not recording_id:
+        raise bad("no recording_id")
+    if not isinstance(files, list) or not isinstance(more, bool):
+        raise bad("files is not a list or more is not a boolean")
+    checked = []
+    for item in files:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise bad("a file without a name")
+        digest = session.file(item["name"])
+        if digest is None:
+            raise bad(f"file {item['name']!r} was not declared")
+        uploads = item.get("upload", [])
+        if not isinstance(uploads, list):
+            raise bad(f"upload of {digest.name} is not a list")
+        parts = []
+        for upload in uploads:
+            number = upload.get("number") if isinstance(upload, dict) else None
+            if not isinstance(number, int) or isinstance(number, bool) or not 1 <= number <= len(digest.parts):
+                raise bad(f"a part number of {digest.name} is not in 1..{len(digest.parts)}")
+            url, headers = upload.get("url"), upload.get("headers", {})
+            if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https"):
+                raise bad(f"part {number} of {digest.name} has no http(s) URL")
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise bad(f"headers of part {number} of {digest.name} are not strings")
+            parts.append({"number": number, "url": url, "headers": headers})
+        checked.append({"name": digest.name, "upload": parts})
+    return {"recording_id": recording_id, "status": body.get("status"), "files": checked, "more": more}
+
+
+def _error_fields(body: Any) -> tuple[str, str]:
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code", "Unknown")), str(error.get("message", ""))
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        return "Unknown", str(body["message"])
+    return "Unknown", "(no JSON error body)"
