@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aws_lambda_powertools.logging import correlation_paths
@@ -12,6 +14,7 @@ from chalicelib import instance_events, observability
 from chalicelib.assignment import idempotency_key
 from chalicelib.auth import JwtAuthorizer, principal_from_context
 from chalicelib.config import ASG_NOTIFICATIONS_TOPIC
+from chalicelib.errors import ApiError, Forbidden
 from chalicelib.http import json_errors, read_json
 from chalicelib.identity import caller_from_context, require_agent_for
 from chalicelib.lifecycle import handle_lifecycle_event
@@ -46,6 +49,25 @@ def report_status(instance_id: str) -> dict[str, Any]:
     reply = runtime.status_service().apply(instance_id, report)
     observability.record_report(reply.applied)
     return reply.body()
+
+
+@app.route("/v1/recordings", methods=["POST"], authorizer=iam)
+def declare_recording() -> Response:
+    request = _request()
+    instance_id = _agent(request)
+    body = read_json(request, runtime.settings.max_body_bytes)
+    with _refusal_logged(body.get("session_id") if isinstance(body, dict) else None):
+        status, reply = runtime.recordings().declare(instance_id, body)
+    return Response(body=reply, status_code=status)
+
+
+@app.route("/v1/recordings/{recording_id}/complete", methods=["POST"], authorizer=iam)
+def complete_recording(recording_id: str) -> dict[str, Any]:
+    request = _request()
+    instance_id = _agent(request)
+    body = read_json(request, runtime.settings.max_body_bytes)
+    with _refusal_logged(recording_id):
+        return runtime.recordings().complete(instance_id, recording_id, body)
 
 
 # TTL 0: a cached allow would outlive the token's expiry.
@@ -134,6 +156,24 @@ def on_instance_event(event: CloudWatchEvent) -> None:
 def on_asg_notification(event: SNSEvent) -> None:
     outcome = handle_notification(runtime.notifications(), event.message)
     observability.logger.info("auto scaling notification", extra={"subject": event.subject, "outcome": outcome})
+
+
+def _agent(request: Request) -> str:
+    """The calling agent's instance id: its role session, which must be the agent role's."""
+    caller = caller_from_context(request.context)
+    if caller.session is None:
+        raise Forbidden(f"caller {caller.arn} is not the Jibri agent role {runtime.settings.agent_role_name!r}")
+    require_agent_for(caller, runtime.settings.agent_role_name, caller.session)
+    return caller.session
+
+
+@contextmanager
+def _refusal_logged(recording_id: Any) -> Iterator[None]:
+    try:
+        yield
+    except ApiError as error:
+        observability.record_recording_error(str(recording_id) if recording_id else None, error.code, error.message)
+        raise
 
 
 def _request() -> Request:

@@ -17,6 +17,7 @@ from chalicelib.direct_start import DirectStartSettings
 from chalicelib.lifecycle import LifecycleSettings
 from chalicelib.policy import PolicySettings
 from chalicelib.reconciler import ReconcilerSettings
+from chalicelib.recordings import DEFAULT_KEY_TEMPLATE, RecordingSettings, check_key_template
 from chalicelib.schedule import ScheduleError, ScheduleOverride, parse_schedule
 
 T = TypeVar("T")
@@ -33,9 +34,11 @@ _SSM_PARAMETER = re.compile(r"^/?[A-Za-z0-9_.\-/]{1,1011}$")
 _POOL_STATE = re.compile(r"^(Stopped|Hibernated)$")
 _EXPIRED = re.compile(r"^(restart|replace)$")
 _WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
-_POOL_STATE = re.compile(r"^(Stopped|Hibernated)$")
-_EXPIRED = re.compile(r"^(restart|replace)$")
-_WARM_POOL = re.compile(r"^(off|auto|\d{1,4})$")
+_SSE = re.compile(r"^(AES256|aws:kms)$")
+_KMS_KEY = re.compile(r"^(arn:aws[\w-]*:kms:[\w-]+:\d{12}:(key|alias)/[\w/+=,.@-]+|alias/[\w/+=,.@-]+|[0-9a-f-]{36})$")
+_STORAGE_CLASS = re.compile(r"^(STANDARD|STANDARD_IA|ONEZONE_IA|INTELLIGENT_TIERING|GLACIER_IR|REDUCED_REDUNDANCY)$")
+_TAGS = re.compile(r"^[\w.:/=+@ -]{1,128}=[\w.:/=+@ -]{0,256}(&[\w.:/=+@ -]{1,128}=[\w.:/=+@ -]{0,256}){0,9}$")
+_HTTPS_URL = re.compile(r"^https://[^\s/]+(/\S*)?$")
 _TOPIC_ARN = re.compile(r"^arn:aws[\w-]*:sns:[\w-]+:\d{12}:[\w-]{1,256}$")
 
 
@@ -79,6 +82,28 @@ class Settings:
     protection_idle_seconds: int = 600
     max_recording_seconds: int = 21_600
     expired_action: str = "restart"
+    recordings_key_template: str = DEFAULT_KEY_TEMPLATE
+    recordings_sse: str = "AES256"
+    recordings_kms_key_id: str | None = None
+    recordings_storage_class: str = "STANDARD"
+    recordings_tags: tuple[tuple[str, str], ...] = ()
+    recordings_upload_url_seconds: int = 900
+    recordings_download_url_seconds: int = 3600
+    recordings_webhook_url: str | None = None
+
+    def recordings(self) -> RecordingSettings:
+        return RecordingSettings(
+            bucket=self.recordings_bucket,
+            key_template=self.recordings_key_template,
+            sse=self.recordings_sse,
+            kms_key_id=self.recordings_kms_key_id,
+            storage_class=self.recordings_storage_class,
+            tags=self.recordings_tags,
+            upload_url_seconds=self.recordings_upload_url_seconds,
+            download_url_seconds=self.recordings_download_url_seconds,
+            topic_arn=self.recording_ready_topic_arn,
+            webhook_url=self.recordings_webhook_url,
+        )
 
     def direct(self) -> DirectStartSettings:
         return DirectStartSettings(
@@ -174,9 +199,38 @@ class Settings:
             protection_idle_seconds=reader.integer("PROTECTION_IDLE_SECONDS", 600, minimum=60, maximum=86_400),
             max_recording_seconds=reader.integer("MAX_RECORDING_SECONDS", 21_600, minimum=600, maximum=172_800),
             expired_action=reader.optional("EXPIRED_ACTION", _EXPIRED, "restart or replace") or "restart",
+            recordings_key_template=reader.key_template("RECORDINGS_KEY_TEMPLATE"),
+            recordings_sse=reader.optional("RECORDINGS_SSE", _SSE, "AES256 or aws:kms") or "AES256",
+            recordings_kms_key_id=reader.optional(
+                "RECORDINGS_KMS_KEY_ID", _KMS_KEY, "a KMS key id, key ARN, alias/NAME or alias ARN"
+            ),
+            recordings_storage_class=reader.optional(
+                "RECORDINGS_STORAGE_CLASS",
+                _STORAGE_CLASS,
+                "STANDARD, STANDARD_IA, ONEZONE_IA, INTELLIGENT_TIERING, GLACIER_IR or REDUCED_REDUNDANCY",
+            )
+            or "STANDARD",
+            recordings_tags=_tags(reader.optional("RECORDINGS_TAGS", _TAGS, "up to 10 tags as key=value&key=value")),
+            recordings_upload_url_seconds=reader.integer(
+                "RECORDINGS_UPLOAD_URL_SECONDS", 900, minimum=60, maximum=3600
+            ),
+            recordings_download_url_seconds=reader.integer(
+                "RECORDINGS_DOWNLOAD_URL_SECONDS", 3600, minimum=60, maximum=43_200
+            ),
+            recordings_webhook_url=reader.optional(
+                "RECORDINGS_WEBHOOK_URL", _HTTPS_URL, "an https:// URL that accepts a JSON POST"
+            ),
         )
+        if settings.recordings_kms_key_id and settings.recordings_sse != "aws:kms":
+            reader.error("RECORDINGS_KMS_KEY_ID is set but RECORDINGS_SSE is not aws:kms; set RECORDINGS_SSE=aws:kms")
         reader.raise_if_errors()
         return settings
+
+
+def _tags(text: str | None) -> tuple[tuple[str, str], ...]:
+    if not text:
+        return ()
+    return tuple((key, value) for key, _, value in (pair.partition("=") for pair in text.split("&")))
 
 
 class _Reader:
@@ -224,6 +278,19 @@ class _Reader:
         except ScheduleError as error:
             self._errors.append(f"{name if text else zone_name} is invalid: {error}")
             return ()
+
+    def key_template(self, name: str) -> str:
+        template = self._env.get(name, "").strip()
+        if not template:
+            return DEFAULT_KEY_TEMPLATE
+        problem = check_key_template(template)
+        if problem:
+            self._errors.append(f"{name}={template!r} is invalid: {problem}")
+            return DEFAULT_KEY_TEMPLATE
+        return template
+
+    def error(self, message: str) -> None:
+        self._errors.append(message)
 
     def integer(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
         return self._parse(name, default, int, f"a whole number from {minimum} to {maximum}", minimum, maximum)

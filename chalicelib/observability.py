@@ -9,6 +9,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from chalicelib.control import DecisionRecord
 from chalicelib.notifications import AsgNotification
+from chalicelib.recordings import StoredRecording
 from chalicelib.registry import Recorder
 
 # Not the Chalice app name: a logger named like the app would print every line twice.
@@ -62,3 +63,34 @@ def record_asg_alert(kind: str, note: AsgNotification) -> None:
         extra={"kind": kind, "instance_id": note.instance_id, "status": note.status_message, "cause": note.cause},
     )
     metrics.add_metric(name=kind, unit=MetricUnit.Count, value=1)
+
+
+def record_recording_complete(recording: StoredRecording) -> None:
+    size = sum(f.size for f in recording.files)
+    logger.info(
+        "recording in S3",
+        extra={
+            "recording_id": recording.recording_id,
+            "instance_id": recording.instance_id,
+            "files": [f.key for f in recording.files],
+            "bytes": size,
+        },
+    )
+    metrics.add_metric(name="RecordingsCompleted", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="RecordingBytes", unit=MetricUnit.Bytes, value=size)
+
+
+def record_recording_rejected(recording_id: str, rejected: dict[str, list[int]]) -> None:
+    logger.warning("recording parts rejected", extra={"recording_id": recording_id, "rejected": rejected})
+    metrics.add_metric(name="RecordingPartsRejected", unit=MetricUnit.Count, value=sum(map(len, rejected.values())))
+
+
+def record_recording_error(recording_id: str | None, code: str, message: str) -> None:
+    logger.warning("recording refused", extra={"recording_id": recording_id, "code": code, "reason": message})
+    metrics.add_metric(name="RecordingErrors", unit=MetricUnit.Count, value=1)
+
+
+def record_webhook_error(recording_id: str, error: Exception) -> None:
+    # The URL is the operator's; the error's text names the host, never a query string we sent.
+    logger.error("recording webhook failed", extra={"recording_id": recording_id, "error": type(error).__name__})
+    metrics.add_metric(name="RecordingErrors", unit=MetricUnit.Count, value=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from botocore.config import Config
 
 from chalicelib.assignment import AssignmentService
 from chalicelib.autoscaling import AutoScaling, Boto3AutoScaling
@@ -23,12 +24,32 @@ from chalicelib.evaluator import Evaluator, EvaluatorOptions
 from chalicelib.instance_events import InstanceEventService
 from chalicelib.lifecycle import LifecycleService
 from chalicelib.notifications import NotificationService
-from chalicelib.observability import record_alert, record_asg_alert, record_decision, record_transition
+from chalicelib.observability import (
+    record_alert,
+    record_asg_alert,
+    record_decision,
+    record_recording_complete,
+    record_recording_rejected,
+    record_transition,
+    record_webhook_error,
+)
 from chalicelib.reconciler import Reconciler
+from chalicelib.recording_ready import Announcer
+from chalicelib.recording_store import DynamoDBRecordingStore
+from chalicelib.recordings import RecordingService, require_configured
 from chalicelib.registry import Registry
+from chalicelib.s3_storage import S3Storage
 from chalicelib.secrets import SecretReader
 from chalicelib.status import StatusService
 from chalicelib.tickets import DynamoDBTicketStore, TicketStore
+
+# Every AWS client: bounded retries with backoff for throttling and transient errors
+# (botocore's standard mode), and timeouts well inside a Lambda's run time.
+AWS_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=15, tcp_keepalive=True
+)
+# Presigned part URLs carry the part's SHA-256 as a signed header: that takes SigV4.
+S3_CONFIG = AWS_CONFIG.merge(Config(signature_version="s3v4"))
 
 
 class Runtime:
@@ -52,6 +73,8 @@ class Runtime:
         self._bookings = bookings
         self._secrets: SecretReader | None = None
         self._table: Any = None
+        self._s3: Any = None
+        self._sns: Any = None
         self.clock: Clock = clock or SystemClock()
 
     @property
@@ -63,7 +86,7 @@ class Runtime:
     @property
     def table(self) -> Any:
         if self._table is None:
-            self._table = boto3.resource("dynamodb").Table(self.settings.table_name)
+            self._table = boto3.resource("dynamodb", config=AWS_CONFIG).Table(self.settings.table_name)
         return self._table
 
     @property
@@ -124,9 +147,35 @@ class Runtime:
         if self._autoscaling is None:
             settings = self.settings
             self._autoscaling = Boto3AutoScaling(
-                boto3.client("autoscaling"), settings.asg_name, warm_pool_state=settings.warm_pool_state
+                boto3.client("autoscaling", config=AWS_CONFIG),
+                settings.asg_name,
+                warm_pool_state=settings.warm_pool_state,
             )
         return self._autoscaling
+
+    def recordings(self) -> RecordingService:
+        settings = self.settings.recordings()
+        require_configured(settings)
+        if self._s3 is None:
+            self._s3 = boto3.client("s3", config=S3_CONFIG)
+        announce = Announcer(
+            self._sns_client, settings.topic_arn, settings.webhook_url, on_webhook_error=record_webhook_error
+        )
+        return RecordingService(
+            DynamoDBRecordingStore(self.table, self.settings.pool_name),
+            S3Storage(self._s3, settings),
+            self.clock,
+            settings,
+            self.settings.pool_name,
+            announce=announce,
+            on_complete=record_recording_complete,
+            on_rejected=record_recording_rejected,
+        )
+
+    def _sns_client(self) -> Any:
+        if self._sns is None:
+            self._sns = boto3.client("sns", config=AWS_CONFIG)
+        return self._sns
 
     def lifecycle(self) -> LifecycleService:
         return LifecycleService(
