@@ -51,3 +51,48 @@ def test_overrides() -> None:
     )
     assert (settings.pool_name, settings.heartbeat_stale_seconds) == ("recorders", 120)
     assert settings.recording_ready_topic_arn == "arn:aws:sns:eu-west-1:123456789012:ready"
+
+
+def test_recordings_settings_and_their_defaults() -> None:
+    defaults = Settings.from_env({**VALID, "RECORDINGS_BUCKET": "jibri-recordings"}).recordings()
+    assert defaults.bucket == "jibri-recordings"
+    assert defaults.key_template == "recordings/{yyyy}/{mm}/{dd}/{room}/{session_id}/{file}"
+    assert (defaults.sse, defaults.storage_class, defaults.tags) == ("AES256", "STANDARD", ())
+    assert (defaults.upload_url_seconds, defaults.download_url_seconds) == (900, 3600)
+    assert defaults.etag_is_md5
+    chosen = Settings.from_env(
+        {
+            **VALID,
+            "RECORDINGS_BUCKET": "jibri-recordings",
+            "RECORDINGS_KEY_TEMPLATE": "{pool}/{yyyy}-{mm}-{dd}/{session_id}/{file}",
+            "RECORDINGS_SSE": "aws:kms",
+            "RECORDINGS_KMS_KEY_ID": "alias/recordings",
+            "RECORDINGS_STORAGE_CLASS": "STANDARD_IA",
+            "RECORDINGS_TAGS": "team=media&retention=90d",
+            "RECORDINGS_UPLOAD_URL_SECONDS": "600",
+            "RECORDINGS_WEBHOOK_URL": "https://hooks.example.com/recordings",
+        }
+    ).recordings()
+    assert chosen.tags == (("team", "media"), ("retention", "90d"))
+    assert (chosen.sse, chosen.kms_key_id, chosen.etag_is_md5) == ("aws:kms", "alias/recordings", False)
+    assert chosen.webhook_url == "https://hooks.example.com/recordings"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("RECORDINGS_KEY_TEMPLATE", "recordings/{room}/{file}", "must contain {session_id} and {file}"),
+        ("RECORDINGS_KEY_TEMPLATE", "{year}/{session_id}/{file}", "unknown fields"),
+        ("RECORDINGS_KEY_TEMPLATE", "{session_id/{file}", "does not parse"),
+        ("RECORDINGS_SSE", "aws:kms:dsse", "AES256 or aws:kms"),
+        ("RECORDINGS_KMS_KEY_ID", "alias/recordings", "RECORDINGS_SSE is not aws:kms"),
+        ("RECORDINGS_STORAGE_CLASS", "DEEP_ARCHIVE", "STANDARD"),
+        ("RECORDINGS_TAGS", "no-equals-sign", "key=value"),
+        ("RECORDINGS_UPLOAD_URL_SECONDS", "86400", "60 to 3600"),
+        ("RECORDINGS_WEBHOOK_URL", "http://hooks.example.com/x", "https://"),
+    ],
+)
+def test_bad_recordings_settings_are_named(name: str, value: str, words: str) -> None:
+    with pytest.raises(SettingsError, match=name) as caught:
+        Settings.from_env({**VALID, name: value})
+    assert words in str(caught.value)
