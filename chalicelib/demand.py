@@ -189,7 +189,16 @@ def demand_stats(
         booked=booked(now, now + horizon),
         cold_lead_seconds=cold,
         warm_lead_seconds=warm,
+        rising=_rising(minutes, current),
     )
+
+
+def _rising(minutes: dict[int, int], current: int) -> bool:
+    """More arrivals in the last half hour than in the one before, and at least SURGE_ARRIVALS of them."""
+    half = LONG_WINDOW // 120
+    newer = sum(n for m, n in minutes.items() if current - half < m <= current)
+    older = sum(n for m, n in minutes.items() if current - 2 * half < m <= current - half)
+    return newer >= SURGE_ARRIVALS and newer > older
 
 
 def _peak_rate(minutes: dict[int, int], window_minutes: int) -> float:

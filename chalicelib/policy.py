@@ -72,6 +72,9 @@ class DemandStats:
     booked: int  # announced requests starting within the look-ahead window
     cold_lead_seconds: float
     warm_lead_seconds: float
+    # More arrivals in the last half hour than in the half hour before (at least a few): demand
+    # is climbing, so a recorder drained now would most likely be launched again within minutes.
+    rising: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,13 +141,27 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
             settings.max_scale_in_step,
             max(0, snapshot.desired - snapshot.draining - snapshot.minimum),
         )
-        held = [r for r in snapshot.idle if snapshot.now - r.idle_since >= settings.scale_in_hold_seconds]
+        # Holding pays only when an arrival is expected within the hold (the hold is about what a
+        # replacement costs): with fewer, arrivals are memoryless, so a surplus recorder would most
+        # likely idle past the hold anyway, and draining it after one evaluation interval (never in the
+        # run that saw it come free) is the cheaper bet. While demand
+        # climbs, a busy pool drains nothing: what is drained now would be launched again.
+        busy_enough = rate * settings.scale_in_hold_seconds >= 1
+        hold = (
+            settings.scale_in_hold_seconds
+            if busy_enough
+            else min(settings.scale_in_hold_seconds, settings.evaluation_interval_seconds)
+        )
+        held = [r for r in snapshot.idle if snapshot.now - r.idle_since >= hold]
         held.sort(key=lambda r: (r.idle_since, r.instance_id))
-        drain = tuple(r.instance_id for r in held[:surplus])
+        rising = demand.rising and busy_enough
+        drain = () if rising else tuple(r.instance_id for r in held[:surplus])
         if drain:
             why.append(f"drain {len(drain)}: {ready} idle or launching > buffer {buffer}")
+        elif rising:
+            why.append(f"surplus of {ready - buffer} held: demand rising")
         else:
-            why.append(f"surplus of {ready - buffer} held: none idle for {settings.scale_in_hold_seconds:.0f} s")
+            why.append(f"surplus of {ready - buffer} held: none idle for {hold:.0f} s")
     else:
         why.append("at buffer")
     clamped = min(max(desired, snapshot.minimum), snapshot.maximum)

@@ -115,10 +115,27 @@ def test_scale_in_drains_only_idle_recorders_held_long_enough_oldest_first_by_a_
     assert decision.desired == snap.desired  # desired falls as each drained recorder is terminated
 
 
-def test_scale_in_waits_for_the_hold_time() -> None:
-    assert decide(snapshot(idle=6, idle_for=299.0 - 6), QUIET, SETTINGS).drain == ()
-    assert "held" in decide(snapshot(idle=6, idle_for=100.0), QUIET, SETTINGS).reason
-    assert decide(snapshot(idle=6, idle_for=300.0), QUIET, SETTINGS).drain == ("i-05", "i-04")
+def test_scale_in_waits_for_the_hold_time_while_arrivals_are_expected_within_it() -> None:
+    busy = rate(1.0)  # 5 arrivals expected in the 300 s hold (and the cold lead): buffer 12
+    assert decide(snapshot(idle=16, idle_for=299.0 - 16), busy, SETTINGS).drain == ()
+    assert "held" in decide(snapshot(idle=16, idle_for=100.0), busy, SETTINGS).reason
+    assert decide(snapshot(idle=16, idle_for=300.0), busy, SETTINGS).drain == ("i-15", "i-14")
+
+
+def test_with_less_than_one_arrival_expected_in_the_hold_a_surplus_waits_one_evaluation_only() -> None:
+    assert decide(snapshot(idle=6, idle_for=60.0 - 6), QUIET, SETTINGS).drain == ()
+    assert decide(snapshot(idle=6, idle_for=60.0), QUIET, SETTINGS).drain == ("i-05", "i-04")
+    trickle = rate(0.15)  # 0.75 arrivals in 300 s: buffer 4
+    assert decide(snapshot(idle=8, busy=3, idle_for=60.0), trickle, SETTINGS).drain == ("i-07", "i-06")
+
+
+def test_rising_demand_holds_the_surplus_of_a_busy_pool() -> None:
+    climbing = dataclasses.replace(rate(1.0), rising=True)
+    decision = decide(snapshot(idle=16, busy=20), climbing, SETTINGS)
+    assert decision.drain == () and "demand rising" in decision.reason
+    # A trickle that happens to climb is still too thin to be worth holding for.
+    trickle = dataclasses.replace(rate(0.15), rising=True)
+    assert decide(snapshot(idle=8, busy=3), trickle, SETTINGS).drain == ("i-07", "i-06")
 
 
 def test_scale_in_never_goes_below_the_group_minimum() -> None:
