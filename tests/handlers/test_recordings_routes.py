@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
-from conftest import AGENT_ROLE, INSTANCE, Api
+from conftest import AGENT_ROLE, Api
 from moto import mock_aws
 
 import app as app_module
