@@ -4,14 +4,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 STAGE ?= dev
+STACK ?= jibri-autoscaler-$(STAGE)
+MERGE_TEMPLATE := .chalice/resources.yaml
 
-.PHONY: help venv test lint typecheck unit demo bootstrap deploy package clean
+.PHONY: help venv test lint typecheck template unit demo bootstrap deploy package clean
 
 help:
 	@echo "make demo       run the control plane against an embedded AWS (moto), no account needed"
-	@echo "make test       lint, type-check and run the whole test suite"
-	@echo "make bootstrap  create the AWS resources the code needs, where boto3 points"
-	@echo "make deploy     chalice deploy --stage \$$STAGE (default dev)"
+	@echo "make test       lint, type-check, package and cfn-lint the template offline, run the whole test suite"
+	@echo "make template   package every stage offline (no AWS, no downloads) into build/ci/ and cfn-lint it"
+	@echo "make package    chalice package --stage \$$STAGE (default dev) with $(MERGE_TEMPLATE) into build/"
+	@echo "make deploy     package, upload (DEPLOY_BUCKET=...) and deploy the stack \$$STACK with the aws CLI;"
+	@echo "                PARAMETERS='AutoScalingGroupName=... ...' are passed to the stack (template.md)"
+	@echo "make bootstrap  create the table, bucket and topics without CloudFormation, where boto3 points"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +38,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit tests/handlers
 
-test: lint typecheck
+template: $(STAMP)
+	for stage in dev prod; do \
+		$(BIN)/python tests/deploy/packaging.py --stage $$stage --out build/ci/$$stage && \
+		$(BIN)/cfn-lint build/ci/$$stage/sam.yaml || exit 1; \
+	done
+
+test: lint typecheck template
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
@@ -42,11 +53,18 @@ demo: $(STAMP)
 bootstrap: $(STAMP)
 	$(BIN)/python -m chalicelib.bootstrap
 
-deploy: $(STAMP)
-	$(BIN)/chalice deploy --stage $(STAGE)
-
 package: $(STAMP)
-	$(BIN)/chalice package --stage $(STAGE) build/
+	rm -rf build/$(STAGE)
+	$(BIN)/chalice package --stage $(STAGE) --merge-template $(MERGE_TEMPLATE) build/$(STAGE)
+
+# The policy files name the stack's resources with CloudFormation functions, so the
+# stack is deployed from the packaged template, not with `chalice deploy`.
+deploy: package
+	test -n "$(DEPLOY_BUCKET)" || (echo "set DEPLOY_BUCKET to an S3 bucket for the code" && false)
+	aws cloudformation package --template-file build/$(STAGE)/sam.yaml --s3-bucket $(DEPLOY_BUCKET) \
+		--output-template-file build/$(STAGE)/packaged.yaml
+	aws cloudformation deploy --template-file build/$(STAGE)/packaged.yaml --stack-name $(STACK) \
+		--capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --parameter-overrides $(PARAMETERS)
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache
