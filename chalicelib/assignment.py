@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from chalicelib.clock import Clock, iso
 from chalicelib.direct_start import DirectStarter
 from chalicelib.errors import BadRequest, Conflict, NotFound
+from chalicelib.observability import logger
 from chalicelib.registry import Recorder, Registry, Written, transition
 from chalicelib.states import RecorderState
 from chalicelib.tickets import (
@@ -157,7 +158,13 @@ class AssignmentService:
         ticket = self._new_ticket(request_id, request, now, idempotency_key, digest, seq=self._tickets.next_seq())
         ticket = replace(ticket, booked=self._is_booked(request.room, now))
         self._tickets.create(ticket)
-        self._on_queued()
+        try:
+            self._on_queued()
+        except Exception:
+            # The ticket is queued and the scheduled run scales out within a minute: a throttled or
+            # failed Auto Scaling call must not turn the caller's 202 into a 500 (a retry without an
+            # idempotency key would queue a second ticket).
+            logger.exception("scale-out for a queued request failed; the scheduled run retries it")
         self.assign_queue(self._idle(self._clock.now()))  # a recorder may have come free meanwhile
         stored = self._tickets.get(request_id) or ticket
         return (201 if stored.status == ASSIGNED else 202), self.view(stored)
