@@ -1,0 +1,449 @@
+"""The uploader's loop against a stand-in for the control plane's recordings routes over real HTTP.
+
+The stand-in answers as the contract says (declare, resume, complete, parts_rejected, session_reused) and
+stores the parts PUT to its presigned-looking URLs, checking each part's x-amz-checksum-sha256 header as S3
+does. End-to-end runs against the real Chalice app and moto S3 live with the control plane's tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import threading
+from collections import Counter, deque
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+from botocore.credentials import Credentials
+
+from agent.config import AgentConfig
+from agent.log import UTC
+from agent.reporter import SignedApi
+from agent.spool import CONFIRMED, FAILED, PENDING, Spool
+from agent.uploader import PartJob, PartResult, PartSender, Uploader
+from sim.net import LoopbackServer
+
+PART = 64 * 1024
+T0 = datetime(2026, 11, 24, 10, 40, 0, tzinfo=UTC)
+Key = tuple[str, str, int]  # session id, file name, part number
+
+
+class FakeRecordingsApi:
+    def __init__(self) -> None:
+        self.max_urls = 100
+        self.recordings: dict[str, dict[str, Any]] = {}
+        self.parts: dict[Key, bytes] = {}
+        self.puts: Counter[Key] = Counter()
+        self.calls: list[str] = []
+        self.fail_put_once: set[Key] = set()
+        self.reject_once: set[Key] = set()  # complete finds these parts missing (and drops them)
+        self.forced: dict[str, deque[tuple[int, Any]]] = {"declare": deque(), "complete": deque()}
+        self.on_complete: Callable[[], None] | None = None
+        self.in_flight = self.max_in_flight = 0
+        self.lock = threading.Lock()
+        self.server = LoopbackServer(type("Handler", (_Handler,), {"api": self}))
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def objects(self, session_id: str) -> dict[str, bytes]:
+        return dict(self.recordings[session_id]["objects"])
+
+    # -- control plane ------------------------------------------------------------------------------------------
+
+    def post(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+        if not headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 "):
+            return 403, _error("forbidden", "not signed")
+        if path == "/v1/recordings":
+            self.calls.append("declare")
+            return self.forced["declare"].popleft() if self.forced["declare"] else self.declare(body)
+        if path.startswith("/v1/recordings/") and path.endswith("/complete"):
+            self.calls.append("complete")
+            if self.forced["complete"]:
+                return self.forced["complete"].popleft()
+            return self.complete(path.split("/")[3], body)
+        return 404, _error("not_found", path)
+
+    def declare(self, body: dict[str, Any]) -> tuple[int, Any]:
+        session_id, part_size, files = body["session_id"], body["part_size"], body["files"]
+        for file in files:
+            if file["size"] <= 0:
+                return 400, _error("empty_file", file["name"])
+            if len(file["parts"]) != -(-file["size"] // part_size):
+                return 400, _error("size_mismatch", file["name"])
+        recording = self.recordings.get(session_id)
+        status = 200
+        if recording is None:
+            recording = self.recordings[session_id] = {"declaration": body, "complete": False, "objects": {}}
+            status = 201
+        elif [f["sha256"] for f in recording["declaration"]["files"]] != [f["sha256"] for f in files]:
+            return 409, _error("session_reused", f"{session_id} was declared with other files")
+        budget, more, listed = self.max_urls, False, []
+        for file in files:
+            held, upload = [], []
+            for part in file["parts"]:
+                data = self.parts.get((session_id, file["name"], part["number"]))
+                if recording["complete"] or (data is not None and hashlib.md5(data).hexdigest() == part["md5"]):
+                    held.append(part["number"])
+                elif budget > 0:
+                    budget -= 1
+                    checksum = base64.b64encode(bytes.fromhex(part["sha256"])).decode()
+                    upload.append(
+                        {
+                            "number": part["number"],
+                            "url": f"{self.url}/s3/{session_id}/{file['name']}/{part['number']}?X-Amz-Signature=x",
+                            "headers": {"Content-Type": "application/octet-stream", "x-amz-checksum-sha256": checksum},
+                        }
+                    )
+                else:
+                    more = True
+            listed.append({"name": file["name"], "key": f"recordings/{file['name']}", "held": held, "upload": upload})
+        state = "complete" if recording["complete"] else "uploading"
+        return status, {"recording_id": session_id, "status": state, "files": listed, "more": more}
+
+    def complete(self, recording_id: str, body: dict[str, Any]) -> tuple[int, Any]:
+        recording = self.recordings.get(recording_id)
+        if recording is None:
+            return 404, _error("not_found", recording_id)
+        declared = recording["declaration"]["files"]
+        if recording["complete"]:
+            return 200, self._completed(recording_id)
+        sent = {f["name"]: [(p["number"], p["md5"], p["sha256"]) for p in f["parts"]] for f in body["files"]}
+        if sent != {f["name"]: [(p["number"], p["md5"], p["sha256"]) for p in f["parts"]] for f in declared}:
+            return 400, _error("bad_request", "complete does not match the declaration")
+        rejected: dict[str, list[int]] = {}
+        for file in declared:
+            for part in file["parts"]:
+                key = (recording_id, file["name"], part["number"])
+                if key in self.reject_once:
+                    self.reject_once.discard(key)
+                    self.parts.pop(key, None)
+                data = self.parts.get(key)
+                if data is None or hashlib.md5(data).hexdigest() != part["md5"]:
+                    rejected.setdefault(file["name"], []).append(part["number"])
+        if rejected:
+            listed = [{"name": n, "parts": p} for n, p in rejected.items()]
+            return 409, {**_error("parts_rejected", "parts missing or corrupted"), "rejected": listed}
+        if self.on_complete is not None:
+            self.on_complete()
+        for file in declared:
+            data = b"".join(self.parts[(recording_id, file["name"], p["number"])] for p in file["parts"])
+            assert hashlib.sha256(data).hexdigest() == file["sha256"]
+            recording["objects"][file["name"]] = data
+        recording["complete"] = True
+        return 200, self._completed(recording_id)
+
+    def _completed(self, recording_id: str) -> dict[str, Any]:
+        files = self.recordings[recording_id]["declaration"]["files"]
+        return {
+            "recording_id": recording_id,
+            "status": "complete",
+            "manifest_key": f"recordings/{recording_id}/manifest.json",
+            "files": [
+                {"name": f["name"], "status": "complete", "size": f["size"], "sha256": f["sha256"]} for f in files
+            ],
+        }
+
+    # -- S3 -------------------------------------------------------------------------------------------------------
+
+    def put(self, path: str, headers: dict[str, str], data: bytes) -> tuple[int, dict[str, str]]:
+        _, _, session_id, name, number = path.split("?")[0].split("/")
+        key = (session_id, name, int(number))
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            self.puts[key] += 1
+        try:
+            if key in self.fail_put_once:
+                self.fail_put_once.discard(key)
+                return 500, {}
+            checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+            lower = {k.lower(): v for k, v in headers.items()}
+            if (
+                lower.get("x-amz-checksum-sha256") != checksum
+                or lower.get("content-type") != "application/octet-stream"
+            ):
+                return 400, {}
+            self.parts[key] = data
+            return 200, {"ETag": f'"{hashlib.md5(data).hexdigest()}"'}
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: FakeRecordingsApi
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, body = self.api.post(self.path, dict(self.headers.items()), json.loads(raw))
+        self._send(status, json.dumps(body).encode(), {"Content-Type": "application/json"})
+
+    def do_PUT(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        status, headers = self.api.put(self.path, dict(self.headers.items()), raw)
+        self._send(status, b"", headers)
+
+    def _send(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class Crash(BaseException):
+    """The agent process dying mid-upload (nothing in the uploader catches it)."""
+
+
+class CrashingSender(PartSender):
+    def __init__(self, after: int, concurrency: int) -> None:
+        super().__init__(concurrency, timeout=10)
+        self.after = after
+
+    def send(self, jobs: Any, stop: threading.Event | None = None) -> list[PartResult]:
+        super().send(jobs[: self.after], stop)
+        raise Crash()
+
+
+@pytest.fixture
+def api():
+    fake = FakeRecordingsApi()
+    fake.server.start()
+    yield fake
+    fake.server.stop()
+
+
+@pytest.fixture
+def world(tmp_path, api):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    recordings = tmp_path / "recordings"
+    recordings.mkdir()
+    clock = WallClock()
+    sleeps: list[float] = []
+    config = AgentConfig(
+        api_url=api.url,
+        spool_dir=str(spool_dir),
+        recordings_dir=str(recordings),
+        part_size=PART,
+        upload_concurrency=3,
+    )
+    signed = SignedApi(api.url, "us-east-1", lambda: Credentials("AKIDTEST", "secret", "token"), timeout=10)
+
+    class World:
+        def __init__(self) -> None:
+            self.spool = Spool(str(spool_dir), now=clock)
+            self.clock, self.sleeps, self.config, self.recordings = clock, sleeps, config, recordings
+
+        def uploader(self, **options: Any) -> Uploader:
+            options.setdefault("sender", None)
+            return Uploader(config, self.spool, signed.call, now=clock, sleep=sleeps.append, rng=lambda: 0.5, **options)
+
+        def session(self, name: str, files: dict[str, bytes], meeting_url: str = "https://meet.example.com/myroom"):
+            directory = recordings / name
+            directory.mkdir()
+            for file_name, data in files.items():
+                (directory / file_name).write_bytes(data)
+            (directory / "metadata.json").write_text(json.dumps({"meeting_url": meeting_url, "participants": []}))
+            entry, _ = self.spool.add(str(directory))
+            return directory, entry
+
+    return World()
+
+
+def test_a_session_goes_to_s3_and_only_then_leaves_the_disk(world, api):
+    video, audio = os.urandom(3 * PART + 100), os.urandom(PART)
+    directory, entry = world.session("sess-1", {"myroom_2026-11-24-10-00-00.mp4": video, "extra.flac": audio})
+    on_disk_at_complete: list[list[str]] = []
+    api.on_complete = lambda: on_disk_at_complete.append(sorted(os.listdir(directory)))
+    changes: list[int] = []
+    uploader = world.uploader(on_change=lambda: changes.append(world.spool.count()))
+    assert uploader.pending_uploads() == 1
+
+    assert uploader.process(entry) == "done"
+
+    assert api.objects("sess-1") == {"myroom_2026-11-24-10-00-00.mp4": video, "extra.flac": audio}
+    assert on_disk_at_complete == [["extra.flac", "metadata.json", "myroom_2026-11-24-10-00-00.mp4"]]
+    assert not directory.exists() and uploader.pending_uploads() == 0 and changes == [0]
+    assert set(api.puts.values()) == {1} and len(api.puts) == 5
+    declaration = api.recordings["sess-1"]["declaration"]
+    assert declaration["room"] == "myroom" and declaration["ended_at"] == "2026-11-24T10:40:00Z"
+    assert declaration["metadata"] == {"meeting_url": "https://meet.example.com/myroom", "participants": []}
+    assert api.max_in_flight <= 3
+
+
+def test_no_file_is_deleted_until_complete_answers_200(world, api):
+    data = os.urandom(2 * PART)
+    directory, entry = world.session("sess-2", {"rec.mp4": data})
+    api.forced["complete"].append((503, _error("unavailable", "try later")))
+    uploader = world.uploader()
+
+    assert uploader.process(entry) == PENDING
+    assert sorted(os.listdir(directory)) == ["metadata.json", "rec.mp4"]
+    (retry,) = world.spool.entries()
+    assert retry.attempts == 1 and "503" in (retry.last_error or "") and retry.state == PENDING
+    assert retry.next_attempt_at is not None and not retry.due(world.clock.now)
+    assert uploader.run_once() > 0 and api.calls.count("complete") == 1  # not due yet: nothing sent
+
+    world.clock.now = T0 + timedelta(minutes=10)
+    uploader.run_once()
+    assert api.objects("sess-2") == {"rec.mp4": data} and not directory.exists() and world.spool.count() == 0
+    assert api.puts[("sess-2", "rec.mp4", 1)] == 1  # the parts S3 held were not sent again
+
+
+def test_a_restart_mid_upload_resends_only_what_s3_does_not_hold(world, api):
+    api.max_urls = 2  # several declare rounds ("more"), like a long recording
+    data = os.urandom(7 * PART + 1)
+    directory, entry = world.session("sess-3", {"rec.mp4": data})
+    with pytest.raises(Crash):
+        world.uploader(sender=CrashingSender(after=2, concurrency=3)).process(entry)
+    assert sum(api.puts.values()) == 2 and world.spool.get("sess-3") == entry
+
+    fresh = Uploader(world.config, Spool(world.config.spool_dir), world.uploader()._call, sleep=world.sleeps.append)
+    fresh.run_once()
+
+    assert api.objects("sess-3") == {"rec.mp4": data}
+    assert [api.puts[("sess-3", "rec.mp4", n)] for n in range(1, 9)] == [1] * 8
+    assert not directory.exists() and world.spool.count() == 0
+
+
+def test_parts_rejected_at_complete_are_sent_again(world, api):
+    data = os.urandom(4 * PART)
+    directory, entry = world.session("sess-4", {"rec.mp4": data})
+    api.reject_once = {("sess-4", "rec.mp4", 2), ("sess-4", "rec.mp4", 4)}
+
+    assert world.uploader().process(entry) == "done"
+
+    assert api.calls.count("complete") == 2
+    assert [api.puts[("sess-4", "rec.mp4", n)] for n in range(1, 5)] == [1, 2, 1, 2]
+    assert api.objects("sess-4") == {"rec.mp4": data} and not directory.exists()
+
+
+def test_a_failed_put_is_retried_with_a_fresh_url_in_the_same_attempt(world, api):
+    data = os.urandom(3 * PART)
+    _, entry = world.session("sess-5", {"rec.mp4": data})
+    api.fail_put_once = {("sess-5", "rec.mp4", 2)}
+
+    assert world.uploader().process(entry) == "done"
+
+    assert api.puts[("sess-5", "rec.mp4", 2)] == 2 and api.calls.count("declare") == 3
+    assert api.objects("sess-5") == {"rec.mp4": data}
+    assert world.sleeps == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(409, "session_reused"), (400, "size_mismatch"), (400, "empty_file"), (403, "forbidden")]
+)
+def test_a_refused_session_is_left_in_place_and_retried_only_after_a_long_backoff(world, api, caplog, status, code):
+    directory, entry = world.session("sess-6", {"rec.mp4": os.urandom(PART)})
+    api.forced["declare"].append((status, _error(code, "refused")))
+    uploader = world.uploader()
+
+    assert uploader.process(entry) == FAILED
+
+    (failed,) = world.spool.entries()
+    assert failed.state == FAILED and code in (failed.last_error or "") and failed.attempts == 1
+    assert sorted(os.listdir(directory)) == ["metadata.json", "rec.mp4"] and uploader.pending_uploads() == 1
+    assert any(r.levelname == "ERROR" and getattr(r, "session_id", None) == "sess-6" for r in caplog.records)
+    world.clock.now = T0 + timedelta(minutes=29)
+    uploader.run_once()
+    assert api.calls == ["declare"]  # no hot loop
+    world.clock.now = T0 + timedelta(hours=2)
+    uploader.run_once()
+    assert world.spool.count() == 0 and not directory.exists()
+
+
+def test_a_session_that_has_nothing_left_to_upload_leaves_the_spool(world, api, caplog):
+    directory, entry = world.session("sess-7", {"empty.mp4": b""})
+    assert world.uploader().process(entry) == "done"
+    assert world.spool.count() == 0 and api.calls == []
+    assert (directory / "empty.mp4").exists()  # nothing was confirmed, so nothing is deleted
+    assert "holds no recording" in caplog.text
+
+
+def test_a_session_outside_the_recordings_directory_is_refused(world, api, tmp_path):
+    elsewhere = tmp_path / "etc" / "sess-8"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "passwd").write_bytes(b"root:x:0:0")
+    entry, _ = world.spool.add(str(elsewhere))
+    assert world.uploader().process(entry) == FAILED
+    assert api.calls == [] and (elsewhere / "passwd").exists()
+
+
+def test_a_crash_between_confirmation_and_deletion_finishes_the_deletion(world, api):
+    data = os.urandom(PART + 1)
+    directory, entry = world.session("sess-9", {"rec.mp4": data})
+    world.spool.update(entry, state=CONFIRMED)
+    world.uploader().run_once()
+    assert not directory.exists() and world.spool.count() == 0 and api.calls == []
+
+
+def test_part_urls_are_sent_the_declared_bytes(tmp_path, api):
+    """The sender on its own, as the benchmark drives it: exactly the slice, exactly the given headers."""
+    path = tmp_path / "f.bin"
+    data = os.urandom(2 * PART + 5)
+    path.write_bytes(data)
+    api.recordings["s"] = {"declaration": {"files": []}, "complete": False, "objects": {}}
+    jobs = []
+    for number, (offset, length) in enumerate([(0, PART), (PART, PART), (2 * PART, 5)], start=1):
+        checksum = base64.b64encode(hashlib.sha256(data[offset : offset + length]).digest()).decode()
+        headers = {"Content-Type": "application/octet-stream", "x-amz-checksum-sha256": checksum}
+        jobs.append(PartJob("f.bin", number, str(path), offset, length, f"{api.url}/s3/s/f.bin/{number}", headers))
+    results = PartSender(concurrency=2, timeout=10).send(jobs)
+    assert [r.ok for r in results] == [True, True, True]
+    assert [r.etag for r in results] == [
+        f'"{hashlib.md5(api.parts[("s", "f.bin", n)]).hexdigest()}"' for n in (1, 2, 3)
+    ]
+    assert b"".join(api.parts[("s", "f.bin", n)] for n in (1, 2, 3)) == data
+
+
+def test_the_agent_reports_spooled_sessions_as_pending_uploads_and_stays_protected(
+    make_agent, status_api, group, jibri, tmp_path
+):
+    spool_dir = tmp_path / "agent-spool"
+    spool_dir.mkdir()
+    session = tmp_path / "rec" / "sess-10"
+    session.mkdir(parents=True)
+    (session / "rec.mp4").write_bytes(b"x" * 10)
+    agent = make_agent(spool_dir=str(spool_dir))
+    agent.tick()
+    assert status_api.reports()[-1].body["pending_uploads"] == 0 and not group.protected()
+
+    Spool(str(spool_dir)).add(str(session))  # what the finalize script does when Jibri stops recording
+    agent.tick()
+    assert status_api.reports()[-1].body["pending_uploads"] == 1 and group.protected()
+
+    Spool(str(spool_dir)).remove("sess-10")  # what the uploader does once the control plane confirmed
+    agent.tick()
+    assert status_api.reports()[-1].body["pending_uploads"] == 0
+
+
+def test_with_uploads_disabled_the_spool_is_not_counted(make_agent, status_api, tmp_path):
+    spool_dir = tmp_path / "agent-spool"
+    spool_dir.mkdir()
+    (spool_dir / "sess-11.json").write_text("{}")
+    make_agent(spool_dir=str(spool_dir), upload_enabled=False).tick()
+    assert status_api.reports()[-1].body["pending_uploads"] == 0
