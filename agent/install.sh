@@ -3,7 +3,8 @@
 #   ./install.sh                      install or upgrade, keep an existing /etc/jibri-agent/agent.ini
 #   API_URL=https://.../api ./install.sh   also set api_url in a newly written agent.ini
 # Environment: PREFIX (/opt/jibri-agent), CONFIG_DIR (/etc/jibri-agent), UNIT_DIR (/etc/systemd/system),
-# PYTHON (python3), BOTO3_SPEC (boto3==1.44.5), NO_SYSTEMD=1 to skip systemctl.
+# PYTHON (python3), BOTO3_SPEC (boto3==1.44.5), NO_SYSTEMD=1 to skip systemctl, JIBRI_USER (jibri: the user
+# Jibri runs as, who writes the spool), SPOOL_DIR (default: spool_dir of agent.ini, else /var/spool/jibri-agent).
 set -euo pipefail
 
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -13,6 +14,8 @@ UNIT_DIR="${UNIT_DIR:-/etc/systemd/system}"
 PYTHON="${PYTHON:-python3}"
 BOTO3_SPEC="${BOTO3_SPEC:-boto3==1.44.5}"
 JIBRI_CONF="${JIBRI_CONF:-/etc/jitsi/jibri/jibri.conf}"
+JIBRI_USER="${JIBRI_USER:-jibri}"
+FINALIZE_SCRIPT="$PREFIX/bin/jibri-finalize.sh"
 
 say() { printf 'jibri-agent install: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -51,6 +54,32 @@ else
         sed -i "s|^api_url = .*|api_url = ${API_URL//|/\\|}|" "$CONFIG_DIR/agent.ini"
     fi
     say "wrote $CONFIG_DIR/agent.ini from the example: set api_url there"
+fi
+
+# The finalize script runs as Jibri's user, who cannot read agent.ini: the spool path is written into it.
+if [[ -z "${SPOOL_DIR:-}" ]]; then
+    SPOOL_DIR="$(sed -n 's/^[[:space:]]*spool_dir[[:space:]]*=[[:space:]]*//p' "$CONFIG_DIR/agent.ini" | tail -n 1)"
+fi
+SPOOL_DIR="${SPOOL_DIR:-/var/spool/jibri-agent}"
+[[ "$SPOOL_DIR" == /* ]] || die "spool_dir must be an absolute path, not $SPOOL_DIR"
+if id "$JIBRI_USER" >/dev/null 2>&1; then
+    # Jibri's user adds entries, the agent (root) updates and removes them; setgid keeps new entries in the group.
+    install -d -m 2770 -o root -g "$(id -gn "$JIBRI_USER")" "$SPOOL_DIR"
+    say "spool in $SPOOL_DIR, writable by $JIBRI_USER"
+else
+    install -d -m 0755 "$SPOOL_DIR"
+    say "note: no user $JIBRI_USER; $SPOOL_DIR must be writable by the user Jibri runs as (JIBRI_USER=...)"
+fi
+
+install -d -m 0755 "$PREFIX/bin"
+sed -e "s|@PYTHON@|$PREFIX/venv/bin/python|" -e "s|@SPOOL_DIR@|${SPOOL_DIR//|/\\|}|" -e "s|@LIB_DIR@|$PREFIX/lib|" \
+    "$SOURCE_DIR/jibri-finalize.sh" >"$FINALIZE_SCRIPT.new"
+chmod 0755 "$FINALIZE_SCRIPT.new"
+mv "$FINALIZE_SCRIPT.new" "$FINALIZE_SCRIPT"
+say "finalize script in $FINALIZE_SCRIPT"
+if [[ -f "$JIBRI_CONF" ]] && ! grep -q "$FINALIZE_SCRIPT" "$JIBRI_CONF"; then
+    say "note: $JIBRI_CONF does not run the finalize script; add inside jibri { recording { } }:"
+    say "        finalize-script = \"$FINALIZE_SCRIPT\""
 fi
 
 if [[ -f "$JIBRI_CONF" ]] && ! grep -q '127\.0\.0\.1:8787' "$JIBRI_CONF"; then
