@@ -402,7 +402,7 @@ class Uploader:
             if self._stop.is_set():
                 break
             now = self._now()
-            if entry.state != CONFIRMED and not entry.due(now):
+            if not entry.due(now):
                 assert entry.next_attempt_at is not None
                 delay = min(delay, max(0.0, (parse_time(entry.next_attempt_at) - now).total_seconds()))
                 continue
@@ -412,10 +412,11 @@ class Uploader:
     def process(self, entry: SpoolEntry) -> str:
         """One attempt at one entry; returns the entry's state afterwards ("done" once it left the spool)."""
         context = {"session_id": entry.session_id, "session_dir": entry.session_dir}
-        if entry.state == CONFIRMED:
-            self._finish(entry)
-            return "done"
         try:
+            self._check_place(entry.session_dir)
+            if entry.state == CONFIRMED:
+                self._finish(entry)
+                return "done"
             session = self._scan(entry)
             started = time.monotonic()
             log.info(
@@ -567,7 +568,6 @@ class Uploader:
 
     def _scan(self, entry: SpoolEntry) -> Session:
         directory = entry.session_dir
-        self._check_place(directory)
         try:
             names = sorted(os.listdir(directory))
         except FileNotFoundError:
@@ -606,10 +606,12 @@ class Uploader:
         )
 
     def _check_place(self, directory: str) -> None:
-        # The spool is writable by Jibri's user; the agent deletes what it uploads, so it only takes sessions
-        # from where Jibri records when told where that is.
+        # The spool is writable by Jibri's user and the agent deletes what it uploads: it never follows a
+        # symbolic link to a session, and takes sessions only from where Jibri records when told where that is.
+        if os.path.islink(directory):
+            raise PermanentUploadError(f"{directory} is a symbolic link, not a session directory")
         allowed = self.config.recordings_dir
-        if allowed is not None and os.path.realpath(os.path.dirname(directory)) != os.path.realpath(allowed):
+        if allowed is not None and os.path.dirname(os.path.realpath(directory)) != os.path.realpath(allowed):
             raise PermanentUploadError(f"{directory} is not a session directory in recordings_dir {allowed}")
 
     def _digest(self, path: str, info: os.stat_result) -> FileDigest:
@@ -653,7 +655,9 @@ class Uploader:
         if permanent:
             base, cap, state = PERMANENT_BACKOFF_BASE_SECONDS, PERMANENT_BACKOFF_CAP_SECONDS, FAILED
         else:
-            base, cap, state = TRANSIENT_BACKOFF_BASE_SECONDS, TRANSIENT_BACKOFF_CAP_SECONDS, PENDING
+            # A confirmed session whose files could not all be deleted stays confirmed: only deletion is left.
+            state = CONFIRMED if entry.state == CONFIRMED else PENDING
+            base, cap = TRANSIENT_BACKOFF_BASE_SECONDS, TRANSIENT_BACKOFF_CAP_SECONDS
         ceiling = min(cap, base * 2 ** min(attempts - 1, 32))
         delay = ceiling / 2 + self._rng() * ceiling / 2  # never a hot loop, still spread over a fleet
         next_at = self._now() + timedelta(seconds=delay)

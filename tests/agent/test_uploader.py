@@ -391,6 +391,21 @@ def test_a_session_outside_the_recordings_directory_is_refused(world, api, tmp_p
     entry, _ = world.spool.add(str(elsewhere))
     assert world.uploader().process(entry) == FAILED
     assert api.calls == [] and (elsewhere / "passwd").exists()
+    # Not even an entry claiming the control plane already confirmed it gets anything deleted there.
+    forged = world.spool.update(entry, state=CONFIRMED, next_attempt_at=None)
+    assert world.uploader().process(forged) == FAILED and (elsewhere / "passwd").exists()
+
+
+def test_a_symbolic_link_in_the_recordings_directory_is_not_followed(world, api, tmp_path):
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "important.db").write_bytes(b"keep me")
+    link = world.recordings / "sess-12"
+    link.symlink_to(target)
+    entry, _ = world.spool.add(str(link))
+    assert world.uploader().process(entry) == FAILED
+    assert api.calls == [] and (target / "important.db").exists()
+    assert "symbolic link" in (world.spool.entries()[0].last_error or "")
 
 
 def test_a_crash_between_confirmation_and_deletion_finishes_the_deletion(world, api):
