@@ -152,10 +152,15 @@ class LifecycleService:
             if current is None:
                 result = self._registry.create(self._new_recorder(event, now))
             elif current.state is S.TERMINATED:
-                if event.transition == "terminate":
-                    self._complete(event.hook_name, event.token, event.instance_id, "CONTINUE")
-                    return "completed: the recorder was already gone"
-                return "ignored: the instance was terminated"
+                if event.transition != "terminate":
+                    return "ignored: the instance was terminated"
+                if not is_free(current, now, self.settings.offline_confirm_seconds):
+                    # Buried while its terminate action waited (the group listed it as Terminating:Wait
+                    # before this event arrived): last known busy, reserved or uploading, so it is not
+                    # released here; Auto Scaling's heartbeat timeout ends the action.
+                    return "left open: the recorder was buried while busy, reserved or uploading"
+                self._complete(event.hook_name, event.token, event.instance_id, "CONTINUE")
+                return "completed: the recorder was already gone"
             else:
                 updated = self._apply(current, event, now)
                 if updated is None:

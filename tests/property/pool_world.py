@@ -211,12 +211,12 @@ class PoolWorld:
             self.runtime.evaluator().run("schedule")
         except INJECTED:
             self.faults_fired += 1  # the Lambda fails; the next scheduled run starts afresh
-        self._collect_events()
+        self.collect_events()
 
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
         self.group.expire_actions()
-        self._collect_events()
+        self.collect_events()
 
     def deliver_event(self, index: int) -> str | None:
         event = copy.deepcopy(self.events[index])
@@ -226,18 +226,18 @@ class PoolWorld:
             self.faults_fired += 1
             return None  # EventBridge retries the invocation: the same event again
         self.delivered_ok.add(index)
-        self._collect_events()
+        self.collect_events()
         return outcome
 
     def request(self, room: str, key: str | None) -> tuple[int, dict[str, Any]]:
         status, reply = self.runtime.assignment().create({"room": room, "kind": "recording"}, key)
-        self._collect_events()
+        self.collect_events()
         return status, reply
 
     def cancel(self, request_id: str) -> dict[str, Any]:
         return self.runtime.assignment().cancel(request_id)
 
-    def _collect_events(self) -> None:
+    def collect_events(self) -> None:
         self.events.extend(self.group.outbox)
         self.group.outbox.clear()
 

@@ -202,7 +202,7 @@ class PoolMachine(RuleBasedStateMachine):
         instance_id = self._pick(data, self._live())
         if instance_id is not None:
             self.world.group.begin_external_termination(instance_id, cause)
-            self.world._collect_events()
+            self.world.collect_events()
 
     @rule(data=st.data())
     def a_stranger_protects_an_instance(self, data: st.DataObject) -> None:
