@@ -6,7 +6,10 @@ Tests and the demo build on it; nothing here ships to Lambda.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +17,7 @@ from typing import Any
 import boto3
 from chalice.local import LambdaContext
 
+from agent import finalize
 from agent.agent import Agent
 from agent.config import parse_config
 from chalicelib.auth import JwtAuthorizer
@@ -39,8 +43,25 @@ class SimRecorder:
     jibri: FakeJibri
     imds: FakeImds
     agent: Agent
+    recordings_dir: str = ""
+    spool_dir: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+
+    def finish_recording(self, session_id: str, files: dict[str, bytes], metadata: dict[str, Any]) -> str:
+        """What Jibri does at the end of a recording: a session directory, then the finalize script."""
+        session_dir = os.path.join(self.recordings_dir, session_id)
+        os.makedirs(session_dir)
+        for name, data in files.items():
+            with open(os.path.join(session_dir, name), "wb") as out:
+                out.write(data)
+        with open(os.path.join(session_dir, "metadata.json"), "w") as out:
+            json.dump(metadata, out)
+        code = finalize.main(["--spool-dir", self.spool_dir, session_dir])
+        if code != 0:
+            raise RuntimeError(f"the finalize script exited {code} for {session_dir}")
+        self.agent.wake()
+        return session_dir
 
     def start(self) -> SimRecorder:
         self.imds.start()
@@ -71,7 +92,14 @@ class LocalStack:
         report_interval_seconds: float = 5.0,
         agent_log_level: str = "INFO",
         settings: dict[str, str] | None = None,
+        s3_endpoint_url: str | None = None,
+        part_size: int | None = None,
     ) -> None:
+        self.s3_endpoint_url = s3_endpoint_url  # e.g. an S3Proxy in front of moto
+        self.part_size = part_size
+        self.workdir = tempfile.mkdtemp(prefix="jibri-stack-")
+        self.recordings_bucket = f"{group_name}-recordings"
+        self.ready_topic_name = f"{group_name}-recording-ready"
         self.agent_log_level = agent_log_level
         self.extra_settings = settings or {}
         self.group_name = group_name
@@ -91,20 +119,28 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         self.moto.start()
+        self._set_env({**FAKE_CREDENTIALS, "AWS_ENDPOINT_URL": self.moto.url})
+        self.session = boto3.session.Session(region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"])
+        self.ready_topic_arn = self.session.client("sns").create_topic(Name=self.ready_topic_name)["TopicArn"]
         self._set_env(
             {
-                **FAKE_CREDENTIALS,
-                "AWS_ENDPOINT_URL": self.moto.url,
                 "TABLE_NAME": f"{self.group_name}-registry",
                 "ASG_NAME": self.group_name,
                 "POOL_NAME": self.group_name,
                 "AGENT_ROLE_NAME": self.agent_role,
+                "RECORDINGS_BUCKET": self.recordings_bucket,
+                "RECORDING_READY_TOPIC_ARN": self.ready_topic_arn,
+                **({"AWS_ENDPOINT_URL_S3": self.s3_endpoint_url} if self.s3_endpoint_url else {}),
                 **self.extra_settings,
             }
         )
         settings = Settings.from_env()
-        self.session = boto3.session.Session(region_name=FAKE_CREDENTIALS["AWS_DEFAULT_REGION"])
         bootstrap(settings, self.session)
+        s3 = self.session.client("s3")
+        if settings.recordings_bucket and not any(
+            b["Name"] == settings.recordings_bucket for b in s3.list_buckets().get("Buckets", [])
+        ):
+            s3.create_bucket(Bucket=settings.recordings_bucket)
         self.instance_ids = create_group(
             self.session, self.group_name, desired=self.group_size, maximum=max(10, self.group_size)
         )
@@ -122,6 +158,10 @@ class LocalStack:
         credentials = self.issuer.role_session(self.agent_role, instance_id)
         imds = FakeImds(instance_id, credentials=credentials.for_imds(), role_name=self.agent_role)
         webhook_port = free_port()
+        recordings_dir = os.path.join(self.workdir, instance_id, "recordings")
+        spool_dir = os.path.join(self.workdir, instance_id, "spool")
+        os.makedirs(recordings_dir, exist_ok=True)
+        os.makedirs(spool_dir, exist_ok=True)
         jibri = FakeJibri(f"jibri-{instance_id}", subscribers=[f"http://127.0.0.1:{webhook_port}"])
         imds.start()  # the agent's config needs its address
         config = parse_config(
@@ -136,10 +176,13 @@ class LocalStack:
                 "report_interval_seconds": str(self.report_interval_seconds),
                 "request_timeout_seconds": "5",
                 "log_level": self.agent_log_level,
+                "spool_dir": spool_dir,
+                "recordings_dir": recordings_dir,
+                **({"part_size": str(self.part_size)} if self.part_size else {}),
             }
         )
         agent = Agent(config, jibri_starter=jibri.restart, jibri_restarter=jibri.restart)
-        recorder = SimRecorder(instance_id, jibri, imds, agent)
+        recorder = SimRecorder(instance_id, jibri, imds, agent, recordings_dir=recordings_dir, spool_dir=spool_dir)
         self.recorders[instance_id] = recorder.start()
         return recorder
 
@@ -177,6 +220,7 @@ class LocalStack:
         if self._saved_runtime is not None:
             self._app_module.runtime = self._saved_runtime
         self.moto.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
         for name, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(name, None)
