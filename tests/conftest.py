@@ -14,6 +14,9 @@ sys.path.insert(0, str(ROOT))
 
 from sim.aws import MotoServer, use_fake_credentials  # noqa: E402
 
+# Records each Lambda's AWS calls and checks them against its IAM policy (tests/aws_calls.py).
+pytest_plugins = ["tests.aws_calls"]
+
 # Nothing in the suite may reach a real AWS account.
 use_fake_credentials()
 os.environ.pop("AWS_ENDPOINT_URL", None)
