@@ -24,6 +24,7 @@ from typing import Any
 
 from chalicelib.autoscaling import AutoScaling, LifecycleActionGone
 from chalicelib.clock import Clock
+from chalicelib.observability import logger
 from chalicelib.registry import LifecycleHook, LostRace, Recorder, Registry, Written, transition
 from chalicelib.states import RecorderState, can_transition
 
@@ -253,21 +254,36 @@ class LifecycleService:
             recorder = self._registry.get(listed.instance_id)
             if recorder is None or recorder.hook is None:
                 continue
-            hook = recorder.hook
-            settled = self.settle(recorder)
-            if settled.hook is None:
-                done.append(f"{recorder.instance_id}: {hook.transition} action completed")
+            try:
+                line = self._tick_one(recorder, now)
+            except Exception:
+                # One failed Auto Scaling call (throttled, say) must not stop the other actions or the
+                # evaluator run behind this; the action is still open and the next run tries again.
+                logger.exception(
+                    "lifecycle action not handled; the next run tries again",
+                    extra={"instance_id": recorder.instance_id},
+                )
                 continue
-            if hook.transition == "terminate":
-                done.append(self._hold(settled, now))
-            elif hook.destination != WARM_POOL and now - hook.started_at > self.settings.launch_timeout_seconds:
-                self._finish(settled, "ABANDON", S.UNHEALTHY if settled.state is not S.WARM else S.WARM)
-                done.append(f"{recorder.instance_id}: launch abandoned, never healthy")
-            elif now - (hook.heartbeat_at or hook.started_at) >= self.settings.heartbeat_timeout_seconds / 2:
-                # A launch may take longer than a short heartbeat timeout: keep it open until the
-                # agent reports healthy or the launch timeout decides.
-                done.append(self._keep_open(settled, now))
+            if line:
+                done.append(line)
         return done
+
+    def _tick_one(self, recorder: Recorder, now: float) -> str | None:
+        hook = recorder.hook
+        assert hook is not None
+        settled = self.settle(recorder)
+        if settled.hook is None:
+            return f"{recorder.instance_id}: {hook.transition} action completed"
+        if hook.transition == "terminate":
+            return self._hold(settled, now)
+        if hook.destination != WARM_POOL and now - hook.started_at > self.settings.launch_timeout_seconds:
+            self._finish(settled, "ABANDON", S.UNHEALTHY if settled.state is not S.WARM else S.WARM)
+            return f"{recorder.instance_id}: launch abandoned, never healthy"
+        if now - (hook.heartbeat_at or hook.started_at) >= self.settings.heartbeat_timeout_seconds / 2:
+            # A launch may take longer than a short heartbeat timeout: keep it open until the
+            # agent reports healthy or the launch timeout decides.
+            return self._keep_open(settled, now)
+        return None
 
     def _hold(self, recorder: Recorder, now: float) -> str:
         hook = recorder.hook

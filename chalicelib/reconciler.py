@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chalicelib.autoscaling import AutoScaling, GroupState
+from chalicelib.observability import logger
 from chalicelib.registry import Recorder, Registry, Written, transition
 from chalicelib.states import HEARTBEAT_STATES, RecorderState, can_transition
 from chalicelib.status import must_protect
@@ -80,13 +81,21 @@ class Reconciler:
                 and (now - recorder.state_changed_at > self.settings.max_recording_seconds)
             ):
                 self._on_alert(recorder, f"recording for {(now - recorder.state_changed_at) / 3600:.1f} h")
-        if protect:
-            self._autoscaling.set_instance_protection(protect, True)
+        # Drift is repaired on every run: a failed call (throttled, say) is left to the next one rather
+        # than failing this run, whose scale-out must not wait for protection flags.
+        if protect and self._protect(protect, True):
             done.append(f"protected {', '.join(protect)}: busy, reserved or uploading but unprotected")
-        if unprotect:
-            self._autoscaling.set_instance_protection(unprotect, False)
+        if unprotect and self._protect(unprotect, False):
             done.append(f"unprotected {', '.join(unprotect)}: idle for long but protected")
         return done
+
+    def _protect(self, instance_ids: list[str], protected: bool) -> bool:
+        try:
+            self._autoscaling.set_instance_protection(instance_ids, protected)
+        except Exception:
+            logger.exception("protection not changed; the next run tries again", extra={"instance_ids": instance_ids})
+            return False
+        return True
 
     def _replace_if_broken(self, recorder: Recorder, now: float, done: list[str]) -> Recorder | None:
         settings = self.settings
@@ -110,10 +119,14 @@ class Reconciler:
         try:
             self._autoscaling.set_instance_health(recorder.instance_id, healthy=False)
         except Exception:
-            # Forget the request so that the next run tries again.
+            # Forget the request so that the next run tries again; this run goes on (its scale-out
+            # must not wait for the replacement).
+            logger.exception(
+                "replacement not requested; the next run tries again", extra={"instance_id": recorder.instance_id}
+            )
             self._registry.save(
                 result.recorder, transition(result.recorder, result.recorder.state, now, replace_requested_at=None)
             )
-            raise
+            return None
         done.append(f"{recorder.instance_id}: replaced, {why}")
         return result.recorder

@@ -14,6 +14,7 @@ from chalicelib.autoscaling import AutoScaling
 from chalicelib.clock import Clock
 from chalicelib.demand import DemandStore
 from chalicelib.errors import BadRequest, Forbidden, Gone
+from chalicelib.observability import logger
 from chalicelib.registry import LostRace, Recorder, Registry, transition
 from chalicelib.states import HOLDS_INSTANCE, RecorderState
 
@@ -223,7 +224,14 @@ class StatusService:
     def _after(self, recorder: Recorder, became_idle: bool) -> Recorder:
         """The recorder once its lifecycle action is settled and, if it just came free, the queue served."""
         if recorder.hook is not None:
-            recorder = self._settle(recorder)
+            try:
+                recorder = self._settle(recorder)
+            except Exception:
+                # The report is stored; the open action is settled by the next evaluator run. A 500
+                # here would only make the agent send the same report again.
+                logger.exception(
+                    "lifecycle action not settled; the next run does it", extra={"instance_id": recorder.instance_id}
+                )
         if became_idle and recorder.state is S.IDLE and self._on_idle is not None:
             self._on_idle(recorder)
             recorder = self._registry.get(recorder.instance_id) or recorder
