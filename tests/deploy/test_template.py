@@ -204,3 +204,11 @@ def test_a_variable_removed_from_the_template_is_caught(template: dict[str, Any]
     assert "OnLifecycleAction: MIN_IDLE is read, not set by the template and not in template.md" in env_problems(
         template, undocumented
     )
+
+
+def test_template_md_says_which_alarmed_metrics_the_code_does_not_emit_yet() -> None:
+    emitted = (ROOT / "chalicelib" / "observability.py").read_text()
+    guide = (ROOT / "template.md").read_text()
+    not_yet = guide[guide.index("Not emitted yet by the code") :].split("\n\n", 1)[0]
+    for metric in ("MinDiskFreeBytes", *RECORDINGS_METRICS):
+        assert (f'"{metric}"' in emitted) != (f"`{metric}`" in not_yet), metric
