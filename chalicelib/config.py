@@ -62,6 +62,7 @@ class Settings:
     service_level: float = 0.995
     scale_in_hold_seconds: int = 300
     max_scale_in_step: int = 2
+    evaluate_on_busy: bool = True
     cold_launch_seconds: int = 240
     warm_start_seconds: int = 45
     warm_pool: str = "off"
@@ -143,6 +144,7 @@ class Settings:
             service_level=self.service_level,
             scale_in_hold_seconds=float(self.scale_in_hold_seconds),
             max_scale_in_step=self.max_scale_in_step,
+            evaluate_on_busy=self.evaluate_on_busy,
             default_cold_lead_seconds=float(self.cold_launch_seconds),
             default_warm_lead_seconds=float(self.warm_start_seconds),
             warm_pool=self.warm_pool,
@@ -175,6 +177,7 @@ class Settings:
             service_level=reader.number("SERVICE_LEVEL", 0.995, minimum=0.5, maximum=0.9999),
             scale_in_hold_seconds=reader.integer("SCALE_IN_HOLD_SECONDS", 300, minimum=0, maximum=86_400),
             max_scale_in_step=reader.integer("MAX_SCALE_IN_STEP", 2, minimum=1, maximum=100),
+            evaluate_on_busy=reader.boolean("EVALUATE_ON_BUSY", True),
             cold_launch_seconds=reader.integer("COLD_LAUNCH_SECONDS", 240, minimum=10, maximum=3600),
             warm_start_seconds=reader.integer("WARM_START_SECONDS", 45, minimum=5, maximum=3600),
             warm_pool=reader.optional("WARM_POOL", _WARM_POOL, "off, auto or a whole number of instances") or "off",

@@ -40,6 +40,20 @@ class PolicySettings:
     # Decisions come once a minute: capacity asked for now is ready one lead time after
     # the next decision at worst, so the buffer covers the interval too.
     evaluation_interval_seconds: float = 60.0
+    # True where the status service evaluates at once when a report moves a recorder to busy
+    # and fewer idle recorders are left than the buffer target (EVALUATE_ON_BUSY, on by default
+    # in a deployment; see status.EvaluateOnBusy): the arrival that takes an idle recorder then
+    # asks for its replacement itself, so the buffer covers the lead time plus
+    # `busy_reaction_seconds` instead of the lead time plus a whole evaluation interval. Leave
+    # it False wherever that trigger is not wired.
+    evaluate_on_busy: bool = False
+    # The trigger itself takes seconds: the agent hears Jibri's webhook at once (or polls it
+    # every 5 s), protects its instance and reports, and the run reads the pool; a request's
+    # reservation takes its recorder a few seconds before Jibri reports BUSY. The rest is margin
+    # for a rate estimate that trails a ramp (it averages the last 10 minutes): on the workday
+    # trace 10 or 20 s let a burst on the morning ramp wait (3 of 400 requests instead of 2),
+    # 30 s does not (BENCHMARKS.md).
+    busy_reaction_seconds: float = 30.0
     schedule: tuple[ScheduleOverride, ...] = field(default_factory=tuple)
 
 
@@ -103,6 +117,13 @@ def poisson_quantile(mean: float, level: float) -> int:
     return k
 
 
+def reaction_seconds(settings: PolicySettings) -> float:
+    """At worst, from an arrival taking an idle recorder to the decision that asks for its replacement."""
+    if settings.evaluate_on_busy:
+        return min(settings.busy_reaction_seconds, settings.evaluation_interval_seconds)
+    return settings.evaluation_interval_seconds
+
+
 def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings) -> Decision:
     rate = demand.recent_rate_per_second
     why: list[str] = []
@@ -112,12 +133,11 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
     warm_pool_size = _warm_pool_size(max(rate, demand.peak_rate_per_second), demand, settings)
     # Launches come from the warm pool only while it lasts: a pool smaller than what the
     # buffer must absorb leaves the rest to cold launches.
-    warm_need = poisson_quantile(
-        rate * (demand.warm_lead_seconds + settings.evaluation_interval_seconds), settings.service_level
-    )
+    reaction = reaction_seconds(settings)
+    warm_need = poisson_quantile(rate * (demand.warm_lead_seconds + reaction), settings.service_level)
     warm_enough = snapshot.warm > 0 and snapshot.warm >= warm_need
     launch = demand.warm_lead_seconds if warm_enough else demand.cold_lead_seconds
-    lead = launch + settings.evaluation_interval_seconds
+    lead = launch + reaction
     expected = rate * lead
     floor = max(settings.min_idle, min_idle_at(settings.schedule, snapshot.now))
     forecast = poisson_quantile(expected, settings.service_level)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
 from chalicelib.assignment import AssignmentService
@@ -25,6 +26,7 @@ from chalicelib.instance_events import InstanceEventService
 from chalicelib.lifecycle import LifecycleService
 from chalicelib.notifications import NotificationService
 from chalicelib.observability import (
+    metrics,
     record_alert,
     record_asg_alert,
     record_decision,
@@ -40,7 +42,7 @@ from chalicelib.recordings import RecordingService, require_configured
 from chalicelib.registry import Registry
 from chalicelib.s3_storage import S3Storage
 from chalicelib.secrets import SecretReader
-from chalicelib.status import StatusService
+from chalicelib.status import EvaluateOnBusy, StatusService
 from chalicelib.tickets import DynamoDBTicketStore, TicketStore
 
 # Every AWS client: bounded retries with backoff for throttling and transient errors
@@ -198,6 +200,12 @@ class Runtime:
 
     def status_service(self) -> StatusService:
         assignment = self.assignment()
+        # The policy sizes its buffer for this trigger when EVALUATE_ON_BUSY is on (Settings.policy()).
+        on_started = (
+            EvaluateOnBusy(self.registry, self.control, lambda: self.evaluator().run("busy"))
+            if self.settings.evaluate_on_busy
+            else None
+        )
         return StatusService(
             self.registry,
             self.autoscaling,
@@ -207,6 +215,10 @@ class Runtime:
             settle=self.lifecycle().settle,
             on_idle=lambda recorder: assignment.assign_queue([recorder]),
             on_busy=assignment.on_busy,
+            on_started=on_started,
+            on_started_error=lambda error: metrics.add_metric(
+                name="BusyEvaluationErrors", unit=MetricUnit.Count, value=1
+            ),
         )
 
     def evaluator(self) -> Evaluator:

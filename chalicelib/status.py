@@ -12,6 +12,7 @@ from typing import Any
 
 from chalicelib.autoscaling import AutoScaling
 from chalicelib.clock import Clock
+from chalicelib.control import ControlStore
 from chalicelib.demand import DemandStore
 from chalicelib.errors import BadRequest, Forbidden, Gone
 from chalicelib.observability import logger
@@ -156,6 +157,31 @@ def reply_for(recorder: Recorder, applied: bool) -> StatusReply:
     )
 
 
+class EvaluateOnBusy:
+    """Asks for capacity the moment a recording takes an idle recorder, instead of at the next scheduled run.
+
+    Called after a report moved a recorder to busy. It evaluates the pool at once when fewer
+    idle recorders are left than the buffer target of the last decision (or when there is no
+    decision yet). Checking costs two reads (the latest decision, the idle recorders); a run
+    costs a lease, an Auto Scaling describe and a dozen or more reads and writes, so a pool with
+    idle recorders to spare pays only the check. The target is the last run's: where this very
+    arrival raises it, the next scheduled run catches up. Runs that overlap fold into one
+    through the evaluator's lease. True when it evaluated.
+    """
+
+    def __init__(self, registry: Registry, control: ControlStore, evaluate: Callable[[], object]) -> None:
+        self._registry = registry
+        self._control = control
+        self._evaluate = evaluate
+
+    def __call__(self, recorder: Recorder) -> bool:
+        latest = self._control.latest_decisions(1)
+        if latest and len(self._registry.list_by_state(S.IDLE)) >= latest[0].buffer_target:
+            return False
+        self._evaluate()
+        return True
+
+
 class StatusService:
     def __init__(
         self,
@@ -168,7 +194,13 @@ class StatusService:
         settle: Callable[[Recorder], Recorder] | None = None,
         on_idle: Callable[[Recorder], object] | None = None,
         on_busy: Callable[[Recorder | None, Recorder], bool] | None = None,
+        on_started: Callable[[Recorder], object] | None = None,
+        on_started_error: Callable[[Exception], None] | None = None,
     ) -> None:
+        # Runs after a report moved a recorder to busy (e.g. `EvaluateOnBusy`). Its failure is
+        # logged and passed to on_started_error; the report is stored and answered all the same.
+        self._on_started = on_started
+        self._on_started_error = on_started_error or (lambda error: None)
         # Hand a recorder that came free to the oldest waiting request, and let a recording
         # that starts consume the request it serves (see assignment.py).
         self._on_idle = on_idle
@@ -218,7 +250,10 @@ class StatusService:
             if updated.state is not current.state:
                 self._changed(current, result.recorder, now)
             became_idle = current.state is not S.IDLE
-            return reply_for(self._after(result.recorder, became_idle), applied=True)
+            recorder = self._after(result.recorder, became_idle)
+            if result.recorder.state is S.BUSY and current.state is not S.BUSY:
+                self._started(recorder)
+            return reply_for(recorder, applied=True)
         raise RuntimeError(f"recorder {instance_id} kept changing during {_MAX_SAVE_ATTEMPTS} attempts")
 
     def _after(self, recorder: Recorder, became_idle: bool) -> Recorder:
@@ -236,6 +271,17 @@ class StatusService:
             self._on_idle(recorder)
             recorder = self._registry.get(recorder.instance_id) or recorder
         return recorder
+
+    def _started(self, recorder: Recorder) -> None:
+        if self._on_started is None:
+            return
+        try:
+            self._on_started(recorder)
+        except Exception as error:
+            # The scheduled run asks for the capacity a minute later at worst; a 500 would only
+            # make the agent send a report that is already stored.
+            logger.exception("evaluation after a busy report failed", extra={"instance_id": recorder.instance_id})
+            self._on_started_error(error)
 
     def _changed(self, before: Recorder | None, after: Recorder, now: float) -> None:
         self._on_transition(before, after)

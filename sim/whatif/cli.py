@@ -64,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         " Only held terminations are heartbeated, so below the launch delays every launch times out",
     )
     parser.add_argument(
+        "--evaluate-on-busy",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.evaluate_on_busy,
+        help="the forecast policy's control plane evaluates at once when a busy report leaves fewer idle"
+        " recorders than the buffer target, and sizes the buffer for it (EVALUATE_ON_BUSY; on by default)",
+    )
+    parser.add_argument(
         "--from-day", type=int, default=1, metavar="N", help="report only from day N on (day 1 starts at second 0)"
     )
     parser.add_argument(
@@ -89,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             warm_pool=args.warm_pool,
             lifecycle_hooks=args.lifecycle_hooks,
             hook_heartbeat_timeout_s=args.hook_heartbeat_timeout_s,
+            evaluate_on_busy=args.evaluate_on_busy,
         )
         trace = read_trace(args.trace)
     except (ValueError, TraceError, OSError) as error:

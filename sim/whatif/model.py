@@ -27,6 +27,9 @@ class Model:
     # policy only: the baselines' recipes have none). Off, the figures match a group without them.
     lifecycle_hooks: bool = False
     hook_heartbeat_timeout_s: float = 7200.0  # both hooks'; the global timeout is min(48 h, 100 x this)
+    # The control plane evaluates at once when a busy report leaves fewer idle recorders than
+    # the buffer target (EVALUATE_ON_BUSY, on by default), and its policy counts on it.
+    evaluate_on_busy: bool = True
 
     def __post_init__(self) -> None:
         if self.cold_launch_s <= 0 or self.warm_start_s <= 0 or self.patience_s < 0:

@@ -7,7 +7,15 @@ import math
 
 import pytest
 
-from chalicelib.policy import DemandStats, IdleRecorder, PolicySettings, PoolSnapshot, decide, poisson_quantile
+from chalicelib.policy import (
+    DemandStats,
+    IdleRecorder,
+    PolicySettings,
+    PoolSnapshot,
+    decide,
+    poisson_quantile,
+    reaction_seconds,
+)
 from chalicelib.schedule import parse_schedule
 
 NOW = 1_795_000_000.0  # a Tuesday, 2026-11-17 08:26:40 UTC
@@ -162,3 +170,29 @@ def test_no_flapping_a_steady_pool_at_its_buffer_does_nothing() -> None:
 @pytest.mark.parametrize(("mode", "expected"), [("off", 0), ("7", 7), ("auto", 10)])
 def test_warm_pool_size(mode: str, expected: int) -> None:
     assert decide(snapshot(idle=1), rate(1.0), PolicySettings(warm_pool=mode)).warm_pool_size == expected
+
+
+def test_with_the_busy_trigger_the_buffer_covers_the_lead_time_and_the_reaction_margin_only() -> None:
+    # 4 arrivals an hour over a warm start: 45 + 60 s expects 0.117 arrivals (P(<= 1) = 0.9937, so 2
+    # at 0.995); 45 + 30 s expects 0.083 (P(<= 1) = 0.9967, so 1).
+    demand = dataclasses.replace(rate(4 / 60), cold_lead_seconds=240.0, warm_lead_seconds=45.0)
+    pool = snapshot(idle=0, busy=1, warm=5)
+    scheduled = decide(pool, demand, PolicySettings(warm_pool="5"))
+    triggered = decide(pool, demand, PolicySettings(warm_pool="5", evaluate_on_busy=True))
+    assert scheduled.buffer_target == 2 and "in 105 s" in scheduled.reason
+    assert triggered.buffer_target == 1 and "in 75 s" in triggered.reason
+
+
+def test_the_reaction_margin_never_exceeds_the_evaluation_interval() -> None:
+    settings = PolicySettings(warm_pool="off", evaluate_on_busy=True, busy_reaction_seconds=600.0)
+    assert reaction_seconds(settings) == settings.evaluation_interval_seconds
+    assert reaction_seconds(dataclasses.replace(settings, evaluate_on_busy=False)) == 60.0
+    assert reaction_seconds(dataclasses.replace(settings, busy_reaction_seconds=30.0)) == 30.0
+
+
+def test_with_the_busy_trigger_a_smaller_warm_pool_is_enough_for_warm_launches() -> None:
+    # 1 arrival a minute: over 45 + 60 s the buffer needs 6, more than the pool's 5, so launches are
+    # cold; over 45 + 30 s (mean 1.25) it needs 5, which the pool holds.
+    pool = snapshot(idle=0, busy=5, warm=5)
+    assert decide(pool, rate(1.0), PolicySettings(warm_pool="5")).buffer_target == 12
+    assert decide(pool, rate(1.0), PolicySettings(warm_pool="5", evaluate_on_busy=True)).buffer_target == 5

@@ -42,3 +42,14 @@ def test_a_request_that_finds_no_idle_recorder_triggers_an_evaluation_at_once() 
     forecast = ForecastController()
     w.run(forecast)
     assert any(30 <= at < 60 for at, _ in forecast.decisions)
+
+
+def test_a_busy_report_that_leaves_the_pool_short_evaluates_at_once_when_the_trigger_is_on() -> None:
+    # The group starts with one idle recorder: the request at 30 s takes it, so none is left.
+    for on in (True, False):
+        w = world(trace((30, 600)), Model(warm_pool="off", evaluate_on_busy=on))
+        forecast = ForecastController()
+        w.run(forecast)
+        assert forecast.settings.evaluate_on_busy is on
+        assert any(at == 30 for at, _ in forecast.decisions) is on
+        assert w.records[0].wait == 0

@@ -81,3 +81,9 @@ def test_bad_input_is_a_usage_error(tmp_path: Path) -> None:
     assert exit_.value.code == 2
     with pytest.raises(SystemExit):
         cli.main(["--trace", str(path), "--warm-pool", "lots"])
+
+
+def test_the_busy_trigger_is_on_by_default_and_can_be_switched_off() -> None:
+    parser = cli.build_parser()
+    assert parser.parse_args(["--trace", "t.csv"]).evaluate_on_busy is True
+    assert parser.parse_args(["--trace", "t.csv", "--no-evaluate-on-busy"]).evaluate_on_busy is False

@@ -1,8 +1,12 @@
 """Our policy, wired as in production: the real evaluator and status service on in-memory adapters.
 
-- The evaluator runs every 60 s (the schedule) and at once when a request finds no
-  idle recorder (the request endpoint's trigger). It sees the queue length and the
-  bookings announced so far.
+- The evaluator runs every 60 s (the schedule), at once when a request finds no idle
+  recorder (the request endpoint's trigger), and, with `Model.evaluate_on_busy` (the
+  deployed default, EVALUATE_ON_BUSY), at once when a busy report leaves fewer idle
+  recorders than the last decision's buffer target: the status service runs the same
+  `EvaluateOnBusy` as deployed, and the policy's buffer then covers the lead time plus
+  the trigger's latency instead of the evaluation interval. It sees the queue length and
+  the bookings announced so far.
 - Every request is an arrival in the demand store when it comes in, as the request
   endpoint records it; busy reports are therefore not counted again.
 - The agent on each instance reports through `StatusService.apply` on every change:
@@ -39,7 +43,7 @@ from chalicelib.policy import Decision, PolicySettings
 from chalicelib.reconciler import Reconciler, ReconcilerSettings
 from chalicelib.registry import Recorder
 from chalicelib.states import RecorderState
-from chalicelib.status import StatusReply, StatusReport, StatusService
+from chalicelib.status import EvaluateOnBusy, StatusReply, StatusReport, StatusService
 from sim.whatif.engine import EpochClock, Phase
 from sim.whatif.group import LifecycleHookConfig
 from sim.whatif.world import Controller, RequestRecord, World
@@ -74,7 +78,9 @@ class ForecastController(Controller):
         self.world = world
         engine, model = world.engine, world.model
         self.clock = EpochClock(engine, model.epoch)
-        settings = self._settings or dataclasses.replace(PolicySettings(), warm_pool=model.warm_pool)
+        settings = self._settings or dataclasses.replace(
+            PolicySettings(), warm_pool=model.warm_pool, evaluate_on_busy=model.evaluate_on_busy
+        )
         self.settings = settings
         self.registry = MemoryRegistry("sim")
         self.demand = MemoryDemandStore()
@@ -96,6 +102,12 @@ class ForecastController(Controller):
                 ),
                 on_alert=self._alert,
             )
+        control = MemoryControlStore()
+        on_started = (
+            EvaluateOnBusy(self.registry, control, partial(self._evaluate, "busy"))
+            if settings.evaluate_on_busy
+            else None
+        )
         self.status = StatusService(
             self.registry,
             world.group,
@@ -103,12 +115,13 @@ class ForecastController(Controller):
             demand=self.demand,
             count_busy_as_arrivals=False,
             settle=self.lifecycle.settle if self.lifecycle is not None else None,
+            on_started=on_started,
         )
         self.evaluator = Evaluator(
             self.registry,
             world.group,
             self.demand,
-            MemoryControlStore(),
+            control,
             self.clock,
             settings,
             queued=lambda: len(world.queue),
