@@ -26,8 +26,11 @@ _CHALICE_CODES = {
 }
 
 
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 def error_response(status: int, code: str, message: str) -> Response:
-    return Response(body={"error": {"code": code, "message": message}}, status_code=status)
+    return Response(body={"error": {"code": code, "message": message}}, status_code=status, headers=dict(JSON_HEADERS))
 
 
 def json_errors(event: Request, get_response: Callable[[Request], Response]) -> Response:
@@ -35,7 +38,8 @@ def json_errors(event: Request, get_response: Callable[[Request], Response]) -> 
     try:
         response = get_response(event)
     except ApiError as error:
-        return Response(body=error.body(), status_code=error.status_code)
+        # Said explicitly: Chalice sets no Content-Type, and only API Gateway's proxy default adds one.
+        return Response(body=error.body(), status_code=error.status_code, headers=dict(JSON_HEADERS))
     except SettingsError as error:
         logger.error("control plane misconfigured", extra={"error": str(error)})
         return error_response(500, "misconfigured", "the control plane is misconfigured; its operator has been told")
@@ -48,7 +52,7 @@ def json_errors(event: Request, get_response: Callable[[Request], Response]) -> 
         code = _CHALICE_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
         message = str(body["Message"]) if status < 500 else "an internal error occurred; it has been logged"
         shaped = {"error": {"code": code, "message": message}}
-        return Response(body=shaped, status_code=status, headers=response.headers)
+        return Response(body=shaped, status_code=status, headers={**response.headers, **JSON_HEADERS})
     return response
 
 
