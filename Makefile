@@ -40,7 +40,7 @@ unit: $(STAMP)
 
 template: $(STAMP)
 	for stage in dev prod; do \
-		$(BIN)/python tests/deploy/packaging.py --stage $$stage --out build/ci/$$stage && \
+		$(BIN)/python tests/deploy/chalice_package.py --stage $$stage --out build/ci/$$stage && \
 		$(BIN)/cfn-lint build/ci/$$stage/sam.yaml || exit 1; \
 	done
 

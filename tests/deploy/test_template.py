@@ -15,7 +15,7 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.dynamodb_registry import STATE_INDEX
 from tests.aws_calls import policy_actions
-from tests.deploy.packaging import load_template, package
+from tests.deploy.chalice_package import load_template, package
 from tests.deploy.template_checks import documented_settings, env_problems
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,6 @@
 """Package the app into its CloudFormation (SAM) template offline, the way CI does.
 
-    python tests/deploy/packaging.py --stage dev --out build/ci/dev
+    python tests/deploy/chalice_package.py --stage dev --out build/ci/dev
 
 `chalice package` builds the deployment zip from `requirements.txt` with pip, which needs
 the package index. The template does not depend on the dependencies, so CI packages a
