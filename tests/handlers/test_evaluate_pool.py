@@ -28,13 +28,13 @@ def test_the_schedule_runs_the_evaluator_which_scales_out_for_the_demand_it_saw(
     api.report(report_body("BUSY"))
     invoke()
     # The BUSY report counted as an arrival: 1 in the last hour, over a 240 s launch decided
-    # up to 60 s late, is a forecast of 1 (mean 0.08 arrivals).
+    # plus the 30 s reaction margin, is a forecast of 1 (mean 0.07 arrivals).
     assert group.scaling() == [("desired", 2)]
     status, pool = api.pool()
     assert status == 200 and pool["scale_in_paused"] is False
     latest = pool["decisions"][0]
     assert (latest["trigger"], latest["previous_desired"], latest["desired"], latest["busy"]) == ("schedule", 1, 2, 1)
-    assert "forecast 1 for 0.08 arrivals in 300 s" in latest["reason"] and latest["at"].endswith("Z")
+    assert "forecast 1 for 0.07 arrivals in 270 s" in latest["reason"] and latest["at"].endswith("Z")
     assert registry.get(INSTANCE).state is RecorderState.BUSY  # type: ignore[union-attr]
 
 
