@@ -1,152 +1,159 @@
-"""`make demo`: the control plane on an embedded AWS (moto), no account, no credentials.
+"""`make demo`: the control plane on an embedded AWS (moto), replaying a day of recorder requests.
 
-Simulated Jibri instances run the real agent against the real app (behind the
-local gateway, SigV4 checked) with moto as DynamoDB and Auto Scaling; the
-evaluator Lambda is invoked with EventBridge's scheduled event. The story:
-recorders register, every one starts recording and is protected first, the
-evaluator scales out, the new instances register, a stranger is refused, the
-recordings end, the surplus is drained (idle recorders only) and terminated
-with desired capacity decremented.
+Everything runs on this machine, on loopback: moto in server mode is DynamoDB, S3, SNS and SSM; the
+Chalice app is served over HTTP behind the local API gateway (SigV4 and the Jitsi JWT authorizer as
+API Gateway would); the evaluator and the lifecycle handlers get EventBridge's events on a clock that
+runs faster than real time; a simulated Auto Scaling group boots instances with launch delays,
+lifecycle hooks and an optional warm pool; each instance runs the real agent beside a fake Jibri.
+Jicofo's part is played by the demo: each request of the scenario goes to `POST /v1/requests` with
+a Jitsi token, and the assigned Jibri is started and, when the meeting ends, stopped; its recording
+goes through the real finalize script and uploader to S3. The summary checks every recording in S3
+against what was recorded, and the exit status is 1 if any invariant of DESIGN.md broke.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
 
-from chalicelib import observability
-from sim.client import signed_call
-from sim.stack import LocalStack
+from sim.demo_report import write_json, write_timeline
+from sim.demo_scenario import Scenario, TraceError, load_scenario, workday
+from sim.demo_world import Demo, DemoConfig, quiet_logs
 
-HOLD_SECONDS = 10
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m sim.demo", description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--trace",
+        help="a CSV of requests (request_at_s,duration_s[,announced_at_s]), e.g. "
+        "sim/traces/webinar_spike.csv; default: a built-in 75-minute workday with a spike",
+    )
+    parser.add_argument("--time-scale", type=float, default=1.0, help="multiply the trace's times by this")
+    parser.add_argument("--limit", type=int, help="only the first N requests of the trace")
+    parser.add_argument("--spike", type=int, default=10, help="requests in the built-in workday's spike (10)")
+    parser.add_argument("--minutes", type=float, default=75.0, help="the built-in workday's length (75)")
+    parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second (60)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a control-plane setting, e.g. --set MIN_IDLE=2 --set WARM_POOL=2 (repeatable)",
+    )
+    parser.add_argument("--initial", type=int, default=2, help="instances in service at the start (2)")
+    parser.add_argument("--max-size", type=int, default=40, help="the group's maximum size (40)")
+    parser.add_argument("--tail", type=float, default=300.0, help="simulated seconds after the last recording (300)")
+    parser.add_argument("--out", default="demo-output", help="where the report and timeline go (demo-output/)")
+    parser.add_argument("--verbose", action="store_true", help="also print the control plane's and agents' logs")
+    args = parser.parse_args(argv)
+    if not 1 <= args.speed <= 240:
+        parser.error("--speed must be from 1 to 240")
+    if not 0 <= args.initial <= args.max_size <= 200:
+        parser.error("--initial and --max-size must satisfy 0 <= initial <= max-size <= 200")
+    for item in args.set:
+        name, eq, _ = item.partition("=")
+        if not eq or not name.isupper():
+            parser.error(f"--set takes NAME=VALUE with an upper-case setting name, not {item!r}")
+    return args
+
+
+def scenario_of(args: argparse.Namespace) -> Scenario:
+    if args.trace:
+        return load_scenario(args.trace, args.time_scale, args.limit)
+    return workday(spike=args.spike, minutes=args.minutes)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.demo", description=__doc__.splitlines()[0] if __doc__ else "")
-    parser.add_argument("--recorders", type=int, default=2, help="how many Jibri instances at first (default 2)")
-    parser.add_argument("--verbose", action="store_true", help="also print the control plane's and agents' logs")
-    args = parser.parse_args(argv)
-    if not 1 <= args.recorders <= 8:
-        parser.error("--recorders must be from 1 to 8")
+    args = parse_args(argv)
+    try:
+        scenario = scenario_of(args)
+    except (OSError, TraceError) as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
+    if not scenario.requests:
+        print("demo: the scenario has no requests", file=sys.stderr)
+        return 2
     if not args.verbose:
-        os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-        observability.logger.setLevel("WARNING")
-
-    print("Starting moto (server mode), the registry table, an Auto Scaling group and the API on loopback.")
-    print("Time runs at 1x; the evaluator runs when the demo says so (every minute when deployed), and the")
-    print(f"scale-in hold time is shortened to {HOLD_SECONDS} s so that scale-in shows within the demo.\n")
-    with LocalStack(
-        group_name="jibri-demo",
-        group_size=args.recorders,
-        report_interval_seconds=2.0,
-        agent_log_level="INFO" if args.verbose else "WARNING",
-        settings={"SCALE_IN_HOLD_SECONDS": str(HOLD_SECONDS), "MIN_IDLE": "1", "OFFLINE_CONFIRM_SECONDS": "0"},
-    ) as stack:
-        assert stack.gateway is not None
-        stack.sync_recorders()
-
-        step("Agents start and report; the control plane registers each group member")
-        wait(lambda: stack.pool()["counts"]["idle"] == args.recorders)
-        show(stack)
-
-        busy = sorted(stack.recorders)[: args.recorders]
-        step(f"Jicofo hands all {len(busy)} recorders a recording; each agent protects its instance first")
-        for instance_id in busy:
-            stack.recorders[instance_id].jibri.set_busy_status("BUSY")
-        wait(lambda: stack.pool()["counts"]["busy"] == len(busy))
-        show(stack)
-
-        step("The evaluator runs: no idle recorder left, so it raises desired capacity for the buffer")
-        stack.evaluate()
-        started, _ = stack.sync_recorders()
-        print(f"  {decision_line(stack)}")
-        print(f"  new instances booted with the agent: {', '.join(started) or 'none'}")
-        wait(lambda: stack.pool()["counts"]["idle"] >= len(started))
-        show(stack)
-
-        step("An agent reports as another instance: refused")
-        creds = stack.issuer.role_session(stack.agent_role, busy[-1])
-        status, body = signed_call(
-            "POST",
-            f"{stack.gateway.url}/v1/recorders/{busy[0]}/status",
-            creds,
-            {"busy_status": "IDLE", "health": "HEALTHY", "pending_uploads": 0, "sent_at": _now_iso()},
-        )
-        print(f"  HTTP {status}: {body['error']['message']}\n")
-
-        step("The recordings end: Jibri IDLE, protection cleared; the pool now has a surplus")
-        for instance_id in busy:
-            stack.recorders[instance_id].jibri.set_busy_status("IDLE")
-        wait(lambda: stack.pool()["counts"]["busy"] == 0)
-        wait(lambda: not any(stack.protected(i) for i in busy))
-        show(stack)
-
-        step(f"After {HOLD_SECONDS} s idle, the evaluator drains the surplus: idle recorders only")
-        time.sleep(HOLD_SECONDS)
-        stack.evaluate()
-        print(f"  {decision_line(stack)}")
-        wait(
-            lambda: (
-                stack.pool()["counts"]["draining"] > 0
-                and all(r["busy_status"] == "OFFLINE" for r in stack.pool(state="draining")["recorders"])
-            )
-        )
-        show(stack)
-
-        step("Their agents shut Jibri down gracefully and report OFFLINE; the next evaluation terminates them")
-        stack.evaluate()
-        print(f"  {decision_line(stack)}")
-        _, stopped = stack.sync_recorders()
-        print(f"  terminated by the control plane (desired capacity decremented): {', '.join(stopped) or 'none'}")
-        show(stack)
-
-        step("The next evaluation sees them gone from the group and keeps only a tombstone")
-        stack.evaluate()
-        show(stack)
-    print("Done. Everything above ran on this machine: moto as AWS, the Chalice app behind a local API gateway.")
-    return 0
-
-
-def step(title: str) -> None:
-    print(f"== {title}")
-
-
-def decision_line(stack: LocalStack) -> str:
-    latest = stack.pool()["decisions"][0]
-    acted = "".join(f"; {what} {', '.join(latest[what])}" for what in ("drained", "terminated") if latest[what])
-    return f"decision: desired {latest['previous_desired']} -> {latest['desired']}; {latest['reason']}{acted}"
-
-
-def show(stack: LocalStack) -> None:
-    pool = stack.pool(limit="100")
-    counts = ", ".join(f"{state} {n}" for state, n in pool["counts"].items() if n)
-    group = pool["group"]
-    print(f"  group {group['name']}: desired {group['desired']} (min {group['min']}, max {group['max']}); {counts}")
-    for recorder in pool["recorders"]:
-        protected = "protected" if stack.protected(recorder["instance_id"]) else "-"
-        print(f"  {recorder['instance_id']}  {recorder['state']:<11} jibri {recorder['busy_status']:<8} {protected}")
-    print()
-
-
-def wait(check: Callable[[], bool], seconds: float = 20.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise SystemExit("demo: the stack did not reach the expected state in time")
-        time.sleep(0.1)
-
-
-def _busy_status(stack: LocalStack, instance_id: str) -> str | None:
-    return next(
-        (r["busy_status"] for r in stack.pool(limit="100")["recorders"] if r["instance_id"] == instance_id), None
+        quiet_logs()
+    settings = dict(item.split("=", 1) for item in args.set)
+    config = DemoConfig(
+        scenario=scenario,
+        speed=args.speed,
+        settings=settings,
+        initial=args.initial,
+        maximum=args.max_size,
+        tail_s=args.tail,
+        verbose=args.verbose,
     )
+    print(f"Scenario: {scenario.name}; {scenario.peak()} recordings at the peak if all were served at once.")
+    print(
+        f"Time runs {args.speed:g}x faster than real time (one simulated minute every {60 / args.speed:.1f} s): "
+        "launches, hooks, the evaluator's schedule and recordings all follow it."
+    )
+    print("Starting moto (server mode), the table, bucket and topics, the API and the simulated group on loopback.\n")
+    _stop_on_sigterm()
+    started = time.monotonic()
+    demo = Demo(config)
+    try:
+        report = demo.run()
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted; everything it started is stopped.", file=sys.stderr)
+        return 130
+    report["wall_seconds"] = round(time.monotonic() - started, 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "report.json")
+    write_timeline(report, out / "timeline.png")
+    print_summary(report)
+    print(f"\nReport: {out / 'report.json'}\nTimeline: {out / 'timeline.png'}")
+    return 1 if report["invariants_broken"] else 0
 
 
-def _now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def print_summary(report: dict[str, object]) -> None:
+    s = report["summary"]
+    assert isinstance(s, dict)
+    broken = report["invariants_broken"]
+    assert isinstance(broken, list)
+    minutes = float(str(report["simulated_seconds"])) / 60
+    print(f"\nSummary ({minutes:.0f} simulated minutes in {report.get('wall_seconds', '?')} s of wall time)")
+    print(f"  requests                {s['requests']}")
+    print(f"  served at once          {s['served_at_once']}")
+    print(
+        f"  served after a wait     {s['served_after_wait']}  (wait p50 {s['wait_p50_s']:.0f} s, "
+        f"p95 {s['wait_p95_s']:.0f} s, max {s['wait_max_s']:.0f} s)"
+    )
+    failures = f"  ({'; '.join(s['failures'])})" if s["failures"] else ""
+    print(f"  failed                  {s['failed']}{failures}")
+    print(
+        f"  recordings in S3        {s['recordings_verified']} of {s['recordings_made']} made, "
+        "SHA-256 checked against the file and the manifest"
+    )
+    print(
+        f"  instance-hours          {s['instance_hours']:.2f} (+ {s['warm_pool_hours']:.2f} stopped in the warm pool)"
+        f", ${s['cost_usd']:.2f}; peak desired capacity {s['peak_desired']}"
+    )
+    print(f"  lifecycle actions       {report['lifecycle_actions']} delivered; {report['evaluations']} evaluations")
+    errors = report.get("errors") or []
+    assert isinstance(errors, list)
+    for line in errors[:10]:
+        print(f"  error: {line}")
+    if broken:
+        print("  INVARIANTS BROKEN:")
+        for line in broken:
+            print(f"    - {line}")
+    else:
+        print("  invariants              held (no recording lost, no busy recorder terminated, none assigned twice)")
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ health is {"status": {"busyStatus", "health": {"healthStatus", "details"}}, "env
 subscriber gets {"jibriId", "status": <the same JibriStatus>} POSTed to <subscriber>/v1/status.
 The HTTP API also takes POST stopService, which ends the current session at once and always answers 200.
 In single-use mode (jibri.single-use-mode) a Jibri whose session ended is EXPIRED until it is restarted.
+A session that stopService ends runs `on_session_end` first, with the body startService got, while Jibri is
+still BUSY: what Jibri's finalize script does (write the recording, hand it off) before Jibri goes IDLE.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import queue
 import threading
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -30,8 +32,18 @@ WEBHOOK_TIMEOUT_SECONDS = 2.0
 
 
 class FakeJibri:
-    def __init__(self, jibri_id: str = "jibri", *, subscribers: Sequence[str] = (), single_use: bool = False) -> None:
+    def __init__(
+        self,
+        jibri_id: str = "jibri",
+        *,
+        subscribers: Sequence[str] = (),
+        single_use: bool = False,
+        on_session_end: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         self.jibri_id = jibri_id
+        self.on_session_end = on_session_end
+        self.session_end_errors: list[str] = []  # what on_session_end raised, one line each
+        self._session: dict[str, Any] | None = None  # the running session's startService body
         self.subscribers = [url.rstrip("/") for url in subscribers]
         self.single_use = single_use
         self.environment = "xmpp-environment"
@@ -178,6 +190,7 @@ class FakeJibri:
             self.start_service_requests.append(body)
             if self._busy_status != "IDLE" or self._shutdown_pending:
                 return 412
+            self._session = body
         self.set_busy_status("BUSY")
         return 200
 
@@ -186,6 +199,15 @@ class FakeJibri:
         hears back, so its next health poll is refused)."""
         with self._lock:
             self.stop_service_calls += 1
+            if self._busy_status != "BUSY":
+                return
+            session, self._session = self._session, None
+        if session is not None and self.on_session_end is not None:
+            try:
+                self.on_session_end(session)  # Jibri stays BUSY until its finalize script exits
+            except Exception as error:  # a failed finalize is Jibri's log line, not the caller's error
+                self.session_end_errors.append(f"{type(error).__name__}: {error}")
+        with self._lock:
             if self._busy_status != "BUSY":
                 return
             self._busy_status = self._after_session()

@@ -21,6 +21,7 @@ from agent import finalize
 from agent.agent import Agent
 from agent.config import parse_config
 from chalicelib.auth import JwtAuthorizer
+from chalicelib.autoscaling import AutoScaling
 from chalicelib.bootstrap import bootstrap
 from chalicelib.clock import Clock, SystemClock
 from chalicelib.config import Settings
@@ -94,7 +95,13 @@ class LocalStack:
         settings: dict[str, str] | None = None,
         s3_endpoint_url: str | None = None,
         part_size: int | None = None,
+        autoscaling: AutoScaling | None = None,
+        autoscaling_url: str | None = None,
     ) -> None:
+        # A simulated group instead of moto's (which has no lifecycle engine): the control plane's port,
+        # and the Auto Scaling endpoint its agents call.
+        self.autoscaling = autoscaling
+        self.autoscaling_url = autoscaling_url
         self.s3_endpoint_url = s3_endpoint_url  # e.g. an S3Proxy in front of moto
         self.part_size = part_size
         self.workdir = tempfile.mkdtemp(prefix="jibri-stack-")
@@ -147,16 +154,21 @@ class LocalStack:
         import app as app_module  # the deployed app, wired to this stack
 
         self._saved_runtime = app_module.runtime
-        app_module.runtime = Runtime(settings=settings, clock=self.clock)
+        app_module.runtime = Runtime(settings=settings, clock=self.clock, autoscaling=self.autoscaling)
         app_module.jwt_authorizer = JwtAuthorizer()  # reads this stack's JWT_* settings
         self._app_module = app_module
         self.gateway = LocalGateway(app_module.app, self.issuer).start()
         return self
 
-    def add_recorder(self, instance_id: str) -> SimRecorder:
+    def add_recorder(self, instance_id: str, target_lifecycle_state: str = "InService") -> SimRecorder:
         assert self.gateway is not None, "start() the stack first"
         credentials = self.issuer.role_session(self.agent_role, instance_id)
-        imds = FakeImds(instance_id, credentials=credentials.for_imds(), role_name=self.agent_role)
+        imds = FakeImds(
+            instance_id,
+            credentials=credentials.for_imds(),
+            role_name=self.agent_role,
+            target_lifecycle_state=target_lifecycle_state,
+        )
         webhook_port = free_port()
         recordings_dir = os.path.join(self.workdir, instance_id, "recordings")
         spool_dir = os.path.join(self.workdir, instance_id, "spool")
@@ -168,7 +180,8 @@ class LocalStack:
             {
                 "api_url": self.gateway.url,
                 "imds_url": imds.url,
-                "aws_endpoint_url": self.moto.url,
+                "aws_endpoint_url": self.autoscaling_url or self.moto.url,
+                "asg_name": self.group_name,
                 "jibri_health_url": jibri.health_url,
                 "jibri_internal_url": jibri.internal_url,
                 "webhook_listen": f"127.0.0.1:{webhook_port}",

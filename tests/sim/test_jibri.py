@@ -228,3 +228,41 @@ def test_invalid_states_are_refused(jibri):
         jibri.set_busy_status("OFFLINE")
     with pytest.raises(ValueError):
         jibri.set_health("OK")
+
+
+def _post_json(url: str, body: Any) -> int:
+    request = urllib.request.Request(
+        url, method="POST", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with _OPENER.open(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_session_ended_by_stop_service_runs_its_finalize_while_still_busy(subscriber):
+    seen: list[tuple[dict[str, Any], str]] = []
+    jibri = FakeJibri("jibri-fin", subscribers=[subscriber.server.url])
+    jibri.on_session_end = lambda body: seen.append((body, jibri.busy_status))
+    jibri.start()
+    try:
+        body = {"sessionId": "s-1", "sinkType": "file", "callParams": {"callUrlInfo": {"callName": "Room"}}}
+        assert _post_json(f"{jibri.http_url}/startService", body) == 200
+        assert _post_json(f"{jibri.http_url}/startService", body) == 412  # one session at a time
+        assert _post(f"{jibri.http_url}/stopService") == 200
+        assert seen == [(body, "BUSY")] and jibri.busy_status == "IDLE"
+        assert _post(f"{jibri.http_url}/stopService") == 200
+        assert len(seen) == 1  # nothing ran: no session
+    finally:
+        jibri.stop()
+
+
+def test_a_failing_finalize_is_recorded_and_jibri_still_goes_idle(jibri):
+    def fail(body: dict[str, Any]) -> None:
+        raise OSError("disk full")
+
+    jibri.on_session_end = fail
+    assert _post_json(f"{jibri.http_url}/startService", {"sessionId": "s-2"}) == 200
+    assert _post(f"{jibri.http_url}/stopService") == 200
+    assert jibri.busy_status == "IDLE" and jibri.session_end_errors == ["OSError: disk full"]
