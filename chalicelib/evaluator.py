@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from chalicelib.autoscaling import AutoScaling, GroupState
 from chalicelib.clock import Clock
@@ -30,6 +30,7 @@ S = RecorderState
 LEASE_SECONDS = 60.0
 MAX_RERUNS = 3
 TERMINATE_RETRY_SECONDS = 120.0
+SCALE_IN = "scale-in"
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,16 @@ class Evaluator:
             until = errors[-1] + launch_backoff_seconds(len(errors)) if errors else 0.0
             if now < until:
                 held_back = f"; scale-out held back {until - now:.0f} s more after {len(errors)} launch error(s)"
+        withdrawn: tuple[str, ...] = ()
+        if act and decision.desired > group.size.desired:
+            # A recorder being drained whose Jibri is still in service is capacity at once; a launch is minutes.
+            withdrawn = self._withdraw_drains(recorders, decision.desired - group.size.desired, now)
+            if withdrawn:
+                decision = replace(
+                    decision,
+                    desired=max(group.size.desired, decision.desired - len(withdrawn)),
+                    reason=decision.reason + f"; withdrew the drain of {', '.join(withdrawn)}",
+                )
         if act:
             if decision.desired > group.size.desired and not held_back:
                 self._autoscaling.set_desired_capacity(decision.desired)
@@ -129,8 +140,13 @@ class Evaluator:
             if not paused:
                 drained = self._drain(decision.drain, now)
             if self._options.apply_warm_pool and decision.warm_pool_size != self._last_warm_pool:
-                self._autoscaling.put_warm_pool(decision.warm_pool_size)
-                self._last_warm_pool = decision.warm_pool_size
+                try:
+                    self._autoscaling.put_warm_pool(decision.warm_pool_size)
+                    self._last_warm_pool = decision.warm_pool_size
+                except Exception:
+                    # The decision is still recorded; the next run sizes the pool again.
+                    logger.exception("sizing the warm pool failed", extra={"size": decision.warm_pool_size})
+                    held_back += "; warm pool sizing failed, retried next run"
         reason = (
             decision.reason + held_back + ("; scale-in paused" if paused else "") + ("; dry run" if not act else "")
         )
@@ -155,6 +171,8 @@ class Evaluator:
 
     def _reconcile(self, group: GroupState, now: float, act: bool) -> dict[str, Recorder]:
         """The live recorders, after registering new group instances and burying vanished ones."""
+        # Listed: still the group's, even while a terminate hook holds it (Terminating:Wait): not buried.
+        listed = {i.instance_id for i in group.instances if not _finished(i.lifecycle_state)}
         present = {i.instance_id: i for i in group.instances if not _gone(i.lifecycle_state)}
         live = {r.instance_id: r for r in self._registry.list_all() if r.state is not S.TERMINATED}
         if not act:
@@ -178,7 +196,7 @@ class Evaluator:
         for instance_id, recorder in list(live.items()):
             # A recorder written since the group was described may be newer than that description;
             # warm-pool instances are not among the group's instances.
-            if instance_id in present or recorder.state is S.WARM or recorder.updated_at >= now or _to_pool(recorder):
+            if instance_id in listed or recorder.state is S.WARM or recorder.updated_at >= now or _to_pool(recorder):
                 continue
             expires = int(now) + self._options.tombstone_seconds
             if isinstance(
@@ -217,13 +235,30 @@ class Evaluator:
             done.append(recorder.instance_id)
         return tuple(done)
 
+    def _withdraw_drains(self, recorders: dict[str, Recorder], wanted: int, now: float) -> tuple[str, ...]:
+        """Take back up to `wanted` draining recorders whose Jibri still reports IDLE (not yet out of service)."""
+        withdrawn: list[str] = []
+        for recorder in sorted(recorders.values(), key=lambda r: r.state_changed_at, reverse=True):
+            if len(withdrawn) == wanted:
+                break
+            ours = recorder.state is S.DRAINING and recorder.drain_reason == SCALE_IN  # not a Spot rebalance
+            if not ours or recorder.busy_status != "IDLE" or recorder.health != "HEALTHY":
+                continue
+            # Conditional on the version read: a report that arrived meanwhile (say OFFLINE) wins.
+            result = self._registry.save(recorder, transition(recorder, S.IDLE, now))
+            if isinstance(result, Written):
+                recorders[recorder.instance_id] = result.recorder
+                withdrawn.append(recorder.instance_id)
+        return tuple(withdrawn)
+
     def _drain(self, chosen: tuple[str, ...], now: float) -> tuple[str, ...]:
         drained = []
         for instance_id in chosen:
             current = self._registry.get(instance_id)
             if current is None or current.state is not S.IDLE:
                 continue
-            if isinstance(self._registry.save(current, transition(current, S.DRAINING, now)), Written):
+            draining = transition(current, S.DRAINING, now, drain_reason=SCALE_IN)
+            if isinstance(self._registry.save(current, draining), Written):
                 drained.append(instance_id)
         return tuple(drained)
 
@@ -271,4 +306,10 @@ def _to_pool(recorder: Recorder) -> bool:
 
 
 def _gone(lifecycle_state: str) -> bool:
+    """No longer capacity: on its way out of the group."""
     return lifecycle_state.startswith(("Terminat", "Detach"))
+
+
+def _finished(lifecycle_state: str) -> bool:
+    """Past any hook: the instance will not come back, its recorder can be buried."""
+    return lifecycle_state.startswith(("Terminating:Proceed", "Terminated", "Detach"))

@@ -74,7 +74,7 @@ class InstanceEventService:
                 # a recording finish (an interruption warning, if one follows, stops it).
                 if current.state is not S.IDLE:
                     return f"recorder {current.state.value}: left to finish, replaced if interrupted", False
-                updated = transition(current, S.DRAINING, now)
+                updated = transition(current, S.DRAINING, now, drain_reason="rebalance")
             else:
                 if current.stop_recording:
                     return "already told to stop recording", False

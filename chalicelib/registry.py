@@ -64,6 +64,8 @@ class Recorder:
     reserved_until: float | None = None  # the reservation's lease
     private_ip: str | None = None  # as the agent read it from instance metadata
     offline_since: float | None = None  # first of an unbroken run of OFFLINE reports
+    # Why it is draining: "scale-in" (the evaluator's, withdrawn when demand returns) or "rebalance".
+    drain_reason: str | None = None
 
     def gone_offline(self, now: float, confirm_after: float) -> bool:
         """Jibri has been unreachable long enough to be sure it left, not merely slow to answer once."""
@@ -93,6 +95,8 @@ def transition(recorder: Recorder, target: RecorderState, now: float, **changes:
     if target is not recorder.state and not can_transition(recorder.state, target):
         raise InvalidTransition(f"{recorder.instance_id}: {recorder.state.value} -> {target.value} is not allowed")
     state_changed_at = now if target is not recorder.state else recorder.state_changed_at
+    if recorder.state is RecorderState.DRAINING and target is not RecorderState.DRAINING:
+        changes.setdefault("drain_reason", None)
     if recorder.state is RecorderState.RESERVED and target is not RecorderState.RESERVED:
         # Leaving `reserved` ends the reservation, unless the caller carries it on (a termination
         # that must wait for the lease).

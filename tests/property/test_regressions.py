@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from tests.property.pool_world import PoolWorld
 
 
@@ -33,11 +31,6 @@ def test_a_terminate_action_arriving_after_the_recorder_was_buried_does_not_rele
     assert world.check() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the evaluator buries a recorder whose instance is Terminating:Wait (evaluator._gone), so its "
-    "terminate action is neither heartbeated nor completed when the recording ends",
-)
 def test_a_terminate_action_arriving_after_a_run_is_held_and_completed_once_the_recording_ends() -> None:
     world, busy = busy_recorder_whose_termination_lands_after_a_run()
     world.advance(3700)

@@ -335,3 +335,88 @@ def test_a_draining_recorder_briefly_unreachable_while_recording_is_not_terminat
     world.clock.advance(10)
     world.evaluator.run()
     assert victim not in world.terminated()
+
+
+def _drained_then_demand(world: World) -> list[str]:
+    world.evaluator.run()
+    chosen = sorted(r.instance_id for r in world.registry.list_by_state(S.DRAINING))
+    assert chosen, "the idle pool should have had a surplus to drain"
+    for instance_id in world.registry.list_by_state(S.IDLE):  # demand: every other recorder goes busy
+        world.report(instance_id.instance_id, "BUSY")
+    return chosen
+
+
+def test_scale_out_first_withdraws_drains_whose_jibri_is_still_in_service() -> None:
+    world, twin = idle_pool(6), idle_pool(6)
+    chosen = _drained_then_demand(world)
+    assert _drained_then_demand(twin) == chosen
+    twin.evaluator._withdraw_drains = lambda recorders, wanted, now: ()  # type: ignore[method-assign]
+
+    decision, without = world.evaluator.run(), twin.evaluator.run()
+
+    assert decision is not None and without is not None
+    assert world.registry.list_by_state(S.DRAINING) == []
+    assert all(world.state(i) is S.IDLE for i in chosen)
+    assert f"withdrew the drain of {', '.join(chosen)}" in decision.reason
+    # The withdrawn recorders are capacity at once: that many fewer launches.
+    assert without.desired - decision.desired == len(chosen)
+    assert world.terminated() == []
+
+
+def test_a_drain_whose_jibri_already_left_service_is_not_withdrawn() -> None:
+    world = idle_pool(6)
+    chosen = _drained_then_demand(world)
+    for instance_id in chosen:
+        world.report(instance_id, "OFFLINE")
+
+    decision = world.evaluator.run()
+
+    assert decision is not None and "withdrew" not in decision.reason
+    assert sorted(world.terminated()) == chosen  # they left service: terminated, and replaced by launches
+    assert any(call == "desired" for call, _ in world.group.calls)
+
+
+def test_a_withdrawal_racing_a_report_withdraws_nothing() -> None:
+    world = idle_pool(6)
+    chosen = _drained_then_demand(world)
+    registry_save = world.registry.save
+
+    def racing_save(expected: Recorder, updated: Recorder) -> WriteResult:
+        if expected.state is S.DRAINING and updated.state is S.IDLE:
+            # The agent's OFFLINE report lands between the evaluator's read and its write.
+            registry_save(expected, _offline(expected, world.clock.now()))
+        return registry_save(expected, updated)
+
+    world.registry.save = racing_save  # type: ignore[method-assign]
+    decision = world.evaluator.run()
+    assert decision is not None and "withdrew" not in decision.reason
+    assert all(world.state(i) is S.DRAINING for i in chosen)
+
+
+def _offline(recorder: Recorder, now: float) -> Recorder:
+    import dataclasses
+
+    return dataclasses.replace(recorder, busy_status="OFFLINE", health="UNHEALTHY", updated_at=now)
+
+
+def test_a_failed_warm_pool_sizing_still_records_the_decision() -> None:
+    world = idle_pool(3, busy=3)
+    world.evaluator = Evaluator(
+        world.registry,
+        world.group,
+        world.demand,
+        world.control,
+        world.clock,
+        PolicySettings(warm_pool="2"),
+        options=EvaluatorOptions(stale_after=10_000.0, apply_warm_pool=True),
+    )
+
+    def failing(min_size: int) -> None:
+        raise ConnectionError("Auto Scaling throttled")
+
+    world.group.put_warm_pool = failing  # type: ignore[method-assign]
+    decision = world.evaluator.run()
+    assert decision is not None
+    (record,) = world.control.latest_decisions(1)
+    assert "warm pool sizing failed" in record.reason
+    assert ("desired", 4) in world.group.calls
