@@ -603,11 +603,14 @@ class RecordingService:
             parts = reported.get(stored.name)
             if parts is None:
                 raise BadRequest(f"{recording_id}: {stored.name} is not complete; report its parts")
-            bad = self._check_parts(recording, stored, parts)
+            bad, etags = self._check_parts(recording, stored, parts)
             if bad:
                 rejected[stored.name] = bad
             else:
-                checked[stored.name] = [parts[n] for n in range(1, stored.part_count + 1)]
+                # S3's ETags complete the upload: an agent that restarted may not know the ones it was given.
+                checked[stored.name] = [
+                    replace(parts[n], etag=etags.get(n, parts[n].etag)) for n in range(1, stored.part_count + 1)
+                ]
         if rejected:
             self.on_rejected(recording_id, rejected)
             described = "; ".join(f"{name}: parts {parts}" for name, parts in sorted(rejected.items()))
@@ -630,7 +633,10 @@ class RecordingService:
             raise Forbidden(f"recording {recording_id} belongs to another instance")
         return recording
 
-    def _check_parts(self, recording: StoredRecording, stored: StoredFile, parts: dict[int, ReportedPart]) -> list[int]:
+    def _check_parts(
+        self, recording: StoredRecording, stored: StoredFile, parts: dict[int, ReportedPart]
+    ) -> tuple[list[int], dict[int, str]]:
+        """The parts S3 does not hold as the agent read them from disk, and the ETags of those it does."""
         numbers = set(range(1, stored.part_count + 1))
         if set(parts) != numbers:
             raise SizeMismatch(
@@ -646,19 +652,18 @@ class RecordingService:
         try:
             held = {p.number: p for p in self.storage.held_parts(stored.key, stored.upload_id)}
         except UploadGone:
-            return [] if self._object_matches(stored) else sorted(numbers)
+            return ([] if self._object_matches(stored) else sorted(numbers)), {}
         bad = []
         for number in sorted(numbers):
             part, mine = held.get(number), parts[number]
             ok = part is not None and part.size == part_length(stored.size, number, recording.part_size)
-            ok = ok and part is not None and part.etag == mine.etag
             if ok and part is not None and self.settings.etag_is_md5:
                 ok = part.etag.strip('"') == mine.md5
             if ok and part is not None and part.sha256 is not None:
                 ok = part.sha256 == b64_of_hex(mine.sha256)
             if not ok:
                 bad.append(number)
-        return bad
+        return bad, {n: p.etag for n, p in held.items()}
 
     def _finish_file(
         self, recording: StoredRecording, stored: StoredFile, parts: list[ReportedPart]

@@ -464,3 +464,15 @@ def test_several_files_in_one_session(world: World) -> None:
     assert [f["name"] for f in done["files"]] == ["a.mp4", "chat.txt"]
     text = world.s3.get_object(Bucket=world.bucket, Key=done["files"][1]["key"])
     assert text["Body"].read() == b"hello\n" and text["ContentType"] == "application/octet-stream"
+
+
+def test_an_agent_that_lost_its_etags_in_a_restart_still_completes_with_the_ones_s3_holds(world: World) -> None:
+    files = three_parts()
+    _, reply = world.service.declare(INSTANCE, declaration("sess-15", files))
+    etags: dict[tuple[str, int], str] = {}
+    world.send(reply, files, etags)
+    forgotten = {key: '"forgotten-in-a-restart"' for key in etags}
+    done = world.service.complete(INSTANCE, "sess-15", completion(files, forgotten))
+    assert done["status"] == "complete"
+    stored = world.s3.get_object(Bucket=world.bucket, Key=done["files"][0]["key"])["Body"].read()
+    assert stored == files["weekly-sync.mp4"]
