@@ -13,7 +13,7 @@ help:
 	@echo "make demo       run the control plane against an embedded AWS (moto), no account needed"
 	@echo "make test       lint, type-check, package and cfn-lint the template offline, run the whole test suite"
 	@echo "make template   package every stage offline (no AWS, no downloads) into build/ci/ and cfn-lint it"
-	@echo "make package    chalice package --stage \$$STAGE (default dev) with $(MERGE_TEMPLATE) into build/"
+	@echo "make package    chalice package --stage \$$STAGE (default dev) with $(MERGE_TEMPLATE) into build/\$$STAGE"
 	@echo "make deploy     package, upload (DEPLOY_BUCKET=...) and deploy the stack \$$STACK with the aws CLI;"
 	@echo "                PARAMETERS='AutoScalingGroupName=... ...' are passed to the stack (template.md)"
 	@echo "make bootstrap  create the table, bucket and topics without CloudFormation, where boto3 points"
