@@ -104,7 +104,7 @@ def write_timeline(report: dict[str, Any], path: Path) -> None:
     axis.step(minutes, [s["demand"] for s in timeline], where="post", label="demand (recording or waiting)", lw=2)
     axis.step(minutes, [s["desired"] for s in timeline], where="post", label="desired capacity", lw=1.5)
     axis.step(minutes, [s["in_service"] for s in timeline], where="post", label="in service", lw=1, ls="--")
-    axis.step(minutes, [s["idle"] for s in timeline], where="post", label="idle", lw=1)
+    axis.step(minutes, [s["idle"] for s in timeline], where="post", label="idle", lw=1, color="green")
     axis.step(minutes, [s["queued"] for s in timeline], where="post", label="queued", lw=1.5, color="red")
     if any(s.get("warm") for s in timeline):
         axis.step(minutes, [s["warm"] for s in timeline], where="post", label="warm pool", lw=1, ls=":")

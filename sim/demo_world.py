@@ -549,6 +549,12 @@ def quiet_logs() -> None:
     import os
 
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    # Disabled metrics are still held, and Powertools prints them once a metric has 100 values.
+    observability.metrics.add_metric = _no_metric  # type: ignore[method-assign]
     observability.logger.setLevel("WARNING")
     # The finalize script configures logging for itself (a script of its own when Jibri runs it).
     logging.getLogger(agent_log.LOGGER_NAME).setLevel(logging.WARNING)
+
+
+def _no_metric(*args: Any, **kwargs: Any) -> None:
+    return None
