@@ -46,8 +46,8 @@ class _Recording(Mapping[str, str]):
         return 0
 
 
-# The recording-ready topic, under whichever of its names the code reads.
-READY_TOPIC = ("RECORDING_READY_TOPIC_ARN", "RECORDINGS_TOPIC_ARN")
+# The recording-ready topic.
+READY_TOPIC = ("RECORDING_READY_TOPIC_ARN",)
 
 
 @dataclass(frozen=True)
