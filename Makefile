@@ -18,9 +18,10 @@ help:
 	@echo "                PARAMETERS='AutoScalingGroupName=... ...' are passed to the stack (template.md)"
 	@echo "make bootstrap  create the table, bucket and topics without CloudFormation, where boto3 points"
 
+# pip stays below 26.3: chalice 1.34 (which packages the app with pip) requires it.
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip<26.3"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $@

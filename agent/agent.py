@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
@@ -139,6 +140,17 @@ class Agent:
     @property
     def target_lifecycle_state(self) -> str | None:
         return self._lifecycle
+
+    def _disk_free(self) -> int | None:
+        """Free bytes where recordings land (the recordings directory, else the spool's file system)."""
+        for path in (self.config.recordings_dir, self.config.spool_dir, "/"):
+            if path and os.path.isdir(path):
+                try:
+                    stats = os.statvfs(path)
+                except OSError:
+                    return None
+                return stats.f_bavail * stats.f_frsize
+        return None
 
     def wake(self) -> None:
         self._wake.set()
@@ -352,7 +364,14 @@ class Agent:
         key = (health.busy_status, health.health, pending, lifecycle)
         private_ip = self._identity.private_ip if self._identity else None
         report = StatusReport(
-            health.busy_status, health.health, pending, self._now(), health.raw, lifecycle, private_ip
+            health.busy_status,
+            health.health,
+            pending,
+            self._now(),
+            health.raw,
+            lifecycle,
+            private_ip,
+            disk_free_bytes=self._disk_free(),
         )
         try:
             reply = self._reporter.send(report)

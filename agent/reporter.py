@@ -33,6 +33,7 @@ class StatusReport:
     jibri: dict[str, Any] | None
     target_lifecycle_state: str | None = None  # IMDS autoscaling/target-lifecycle-state, when it answered
     private_ip: str | None = None  # IMDS local-ipv4: where the control plane can reach Jibri (direct start)
+    disk_free_bytes: int | None = None  # free space where recordings are written
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -46,6 +47,8 @@ class StatusReport:
             body["target_lifecycle_state"] = self.target_lifecycle_state
         if self.private_ip is not None:
             body["private_ip"] = self.private_ip
+        if self.disk_free_bytes is not None:
+            body["disk_free_bytes"] = self.disk_free_bytes
         return body
 
 

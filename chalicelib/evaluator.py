@@ -24,13 +24,32 @@ from chalicelib.observability import logger
 from chalicelib.policy import Decision, IdleRecorder, PolicySettings, PoolSnapshot, decide
 from chalicelib.reconciler import Reconciler
 from chalicelib.registry import Recorder, Registry, Written, transition
-from chalicelib.states import RecorderState
+from chalicelib.states import HEARTBEAT_STATES, RecorderState
 
 S = RecorderState
 LEASE_SECONDS = 60.0
 MAX_RERUNS = 3
 TERMINATE_RETRY_SECONDS = 120.0
 SCALE_IN = "scale-in"
+
+
+@dataclass(frozen=True)
+class PoolHealth:
+    """What the operator's alarms watch, from the registry as this run read it."""
+
+    stale: int  # recorders whose agent went silent (heartbeat older than the stale limit)
+    min_disk_free_bytes: int | None  # the least free disk any live recorder reported
+    pending_uploads: int  # recordings on instances' disks not yet confirmed in S3
+
+
+def pool_health(recorders: dict[str, Recorder], now: float, stale_after: float) -> PoolHealth:
+    live = list(recorders.values())
+    disks = [r.disk_free_bytes for r in live if r.disk_free_bytes is not None]
+    return PoolHealth(
+        stale=sum(1 for r in live if r.state in HEARTBEAT_STATES and r.is_stale(now, stale_after)),
+        min_disk_free_bytes=min(disks) if disks else None,
+        pending_uploads=sum(r.pending_uploads for r in live),
+    )
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,7 @@ class Evaluator:
         stale_after: float = 90.0,
         options: EvaluatorOptions | None = None,
         on_decision: Callable[[DecisionRecord], None] | None = None,
+        on_health: Callable[[PoolHealth], None] | None = None,
         lifecycle: LifecycleService | None = None,
         reconciler: Reconciler | None = None,
         housekeeping: Callable[[], list[str]] | None = None,
@@ -77,6 +97,7 @@ class Evaluator:
             stale_after=stale_after, apply_warm_pool=settings.warm_pool != "off"
         )
         self._on_decision = on_decision or (lambda record: None)
+        self._on_health = on_health or (lambda health: None)
         self._last_warm_pool: int | None = None
 
     def run(self, trigger: str = "schedule") -> Decision | None:
@@ -167,6 +188,7 @@ class Evaluator:
         )
         self._control.append_decision(record, self._options.decisions_kept_seconds)
         self._on_decision(record)
+        self._on_health(pool_health(recorders, now, self._options.stale_after))
         return decision
 
     def _reconcile(self, group: GroupState, now: float, act: bool) -> dict[str, Recorder]:

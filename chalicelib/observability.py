@@ -94,3 +94,10 @@ def record_webhook_error(recording_id: str, error: Exception) -> None:
     # The URL is the operator's; the error's text names the host, never a query string we sent.
     logger.error("recording webhook failed", extra={"recording_id": recording_id, "error": type(error).__name__})
     metrics.add_metric(name="RecordingErrors", unit=MetricUnit.Count, value=1)
+
+
+def record_pool_health(stale: int, min_disk_free_bytes: int | None, pending_uploads: int) -> None:
+    metrics.add_metric(name="RecordersStale", unit=MetricUnit.Count, value=stale)
+    metrics.add_metric(name="PendingUploads", unit=MetricUnit.Count, value=pending_uploads)
+    if min_disk_free_bytes is not None:
+        metrics.add_metric(name="MinDiskFreeBytes", unit=MetricUnit.Bytes, value=min_disk_free_bytes)

@@ -66,6 +66,7 @@ class Recorder:
     offline_since: float | None = None  # first of an unbroken run of OFFLINE reports
     # Why it is draining: "scale-in" (the evaluator's, withdrawn when demand returns) or "rebalance".
     drain_reason: str | None = None
+    disk_free_bytes: int | None = None  # as the agent last reported it
 
     def gone_offline(self, now: float, confirm_after: float) -> bool:
         """Jibri has been unreachable long enough to be sure it left, not merely slow to answer once."""

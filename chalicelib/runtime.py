@@ -30,6 +30,7 @@ from chalicelib.observability import (
     record_alert,
     record_asg_alert,
     record_decision,
+    record_pool_health,
     record_recording_complete,
     record_recording_rejected,
     record_transition,
@@ -243,6 +244,9 @@ class Runtime:
             booked=booked_between(self.bookings),
             options=options,
             on_decision=record_decision,
+            on_health=lambda health: record_pool_health(
+                health.stale, health.min_disk_free_bytes, health.pending_uploads
+            ),
             lifecycle=self.lifecycle(),
             reconciler=Reconciler(self.registry, self.autoscaling, settings.reconciler(), on_alert=record_alert),
             housekeeping=assignment.tick,

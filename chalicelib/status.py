@@ -22,7 +22,17 @@ from chalicelib.states import HOLDS_INSTANCE, RecorderState
 S = RecorderState
 BUSY_STATUSES = ("IDLE", "BUSY", "EXPIRED", "OFFLINE")
 HEALTH_STATUSES = ("HEALTHY", "UNHEALTHY")
-_FIELDS = {"busy_status", "health", "pending_uploads", "sent_at", "jibri", "target_lifecycle_state", "private_ip"}
+_FIELDS = {
+    "busy_status",
+    "health",
+    "pending_uploads",
+    "sent_at",
+    "jibri",
+    "target_lifecycle_state",
+    "private_ip",
+    "disk_free_bytes",
+}
+MAX_DISK_BYTES = 1 << 60
 _LIFECYCLE_STATE = re.compile(r"^[A-Za-z]+(:[A-Za-z]+)*$")
 # A report stamped further ahead than this would shadow every later one.
 MAX_CLOCK_SKEW_SECONDS = 300
@@ -38,6 +48,7 @@ class StatusReport:
     jibri: dict[str, Any] | None = None
     target_lifecycle_state: str | None = None  # instance metadata's autoscaling/target-lifecycle-state
     private_ip: str | None = None  # instance metadata's local-ipv4: where Jibri can be reached
+    disk_free_bytes: int | None = None  # free space where recordings are written
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,9 @@ def parse_report(body: Any, now: float) -> StatusReport:
             private_ip = str(ipaddress.ip_address(private_ip))
         except ValueError:
             raise BadRequest("private_ip must be an IPv4 or IPv6 address") from None
+    disk = body.get("disk_free_bytes")
+    if disk is not None and (isinstance(disk, bool) or not isinstance(disk, int) or not 0 <= disk <= MAX_DISK_BYTES):
+        raise BadRequest("disk_free_bytes must be a whole number of bytes, 0 or more")
     return StatusReport(
         busy_status=busy_status,
         health=health,
@@ -96,6 +110,7 @@ def parse_report(body: Any, now: float) -> StatusReport:
         jibri=jibri,
         target_lifecycle_state=lifecycle,
         private_ip=private_ip,
+        disk_free_bytes=disk,
     )
 
 
@@ -315,4 +330,5 @@ def _fields(report: StatusReport, now: float) -> dict[str, Any]:
         "target_lifecycle_state": report.target_lifecycle_state,
         "offline_since": now if report.busy_status == "OFFLINE" else None,
         **({"private_ip": report.private_ip} if report.private_ip else {}),
+        **({"disk_free_bytes": report.disk_free_bytes} if report.disk_free_bytes is not None else {}),
     }

@@ -40,8 +40,10 @@ def test_report_body_is_the_contract(make_agent, jibri, status_api):
         "jibri",
         "target_lifecycle_state",
         "private_ip",
+        "disk_free_bytes",
     }
     assert body["target_lifecycle_state"] == "InService" and body["private_ip"] == "10.0.0.10"
+    assert isinstance(body["disk_free_bytes"], int) and body["disk_free_bytes"] > 0
     assert body["busy_status"] == "BUSY" and body["health"] == "HEALTHY" and body["pending_uploads"] == 0
     assert body["sent_at"].endswith("Z") and len(body["sent_at"]) == len("2026-11-24T01:02:03.456Z")
     assert body["jibri"] == jibri.health_body()

@@ -246,3 +246,16 @@ def test_json_that_is_not_json_is_refused(api: Api, registry: MemoryRegistry, ra
     status, reply = api.report(raw=raw)
     assert status == 400 and named in reply["error"]["message"]
     assert registry.get(INSTANCE) is None
+
+
+def test_free_disk_is_optional_stored_when_sent_and_checked(api: Api, registry: MemoryRegistry) -> None:
+    assert api.report(report_body())[0] == 200
+    assert stored(registry).disk_free_bytes is None
+    body = {**report_body(sent_at="2026-11-24T01:02:04Z"), "disk_free_bytes": 12_345_678_912}
+    assert api.report(body)[0] == 200
+    assert stored(registry).disk_free_bytes == 12_345_678_912
+    for bad in (-1, True, "12 GB", 1.5):
+        status, reply = api.report({**report_body(sent_at="2026-11-24T01:02:05Z"), "disk_free_bytes": bad})
+        assert (status, reply["error"]["code"]) == (400, "bad_request")
+        assert "disk_free_bytes" in reply["error"]["message"]
+    assert stored(registry).disk_free_bytes == 12_345_678_912

@@ -7,7 +7,7 @@ import pytest
 from chalicelib.autoscaling import GroupInstance, GroupSize, GroupState
 from chalicelib.control import MemoryControlStore
 from chalicelib.demand import MemoryDemandStore
-from chalicelib.evaluator import Evaluator, EvaluatorOptions
+from chalicelib.evaluator import Evaluator, EvaluatorOptions, PoolHealth, pool_health
 from chalicelib.memory_registry import MemoryRegistry
 from chalicelib.policy import PolicySettings
 from chalicelib.registry import Recorder, WriteResult
@@ -420,3 +420,16 @@ def test_a_failed_warm_pool_sizing_still_records_the_decision() -> None:
     (record,) = world.control.latest_decisions(1)
     assert "warm pool sizing failed" in record.reason
     assert ("desired", 4) in world.group.calls
+
+
+def test_pool_health_counts_stale_agents_pending_uploads_and_the_least_free_disk() -> None:
+    world = idle_pool(3)
+    world.status.apply("i-00", StatusReport("IDLE", "HEALTHY", 2, world.clock.now(), disk_free_bytes=5_000_000_000))
+    world.status.apply("i-01", StatusReport("BUSY", "HEALTHY", 0, world.clock.now(), disk_free_bytes=700_000_000))
+    seen: list[PoolHealth] = []
+    world.evaluator._on_health = seen.append
+    world.evaluator.run()
+    assert seen == [PoolHealth(stale=0, min_disk_free_bytes=700_000_000, pending_uploads=2)]
+    recorders = {r.instance_id: r for r in world.registry.list_all()}
+    later = world.clock.now() + 91
+    assert pool_health(recorders, later, 90.0).stale == 3
