@@ -259,10 +259,32 @@ class AssignmentService:
                 return True
         return False
 
+    def on_reservation_lost(self, before: Recorder) -> bool:
+        """A reserved recorder left `reserved` without starting a recording (its Jibri went offline,
+        unhealthy or expired, its agent went silent, Spot took it): its request waits again, first in
+        line, rather than naming a recorder that may later be handed to someone else."""
+        if before.state is not S.RESERVED or not before.reserved_for:
+            return False
+        ticket = self._tickets.get(before.reserved_for)
+        if ticket is None or ticket.status != ASSIGNED or ticket.instance_id != before.instance_id:
+            return False
+        waiting = replace(ticket, status=QUEUED, instance_id=None, private_ip=None, lease_until=None)
+        if not self._tickets.save(ticket, waiting):
+            return False
+        self.assign_queue(self._idle(self._clock.now()))
+        return True
+
     def tick(self) -> list[str]:
         """On every evaluator run: end leases and waits that ran out, then serve the queue."""
         done: list[str] = []
         now = self._clock.now()
+        for ticket in self._tickets.list_status(ASSIGNED):
+            # A recorder that lost its reservation some other way (a crash between two writes): requeue.
+            held = self._registry.get(ticket.instance_id) if ticket.instance_id else None
+            if held is not None and held.reserved_for != ticket.request_id and held.state is not S.BUSY:
+                lost = replace(held, state=S.RESERVED, reserved_for=ticket.request_id)
+                if self.on_reservation_lost(lost):
+                    done.append(f"{ticket.request_id}: {held.instance_id} was lost, waiting again")
         for ticket in self._tickets.list_status(ASSIGNED):
             expired = ticket.lease_until is not None and ticket.lease_until < now
             if expired and self._close(ticket, EXPIRED, "no recording started within the lease"):

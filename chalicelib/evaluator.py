@@ -258,13 +258,16 @@ class Evaluator:
         return tuple(done)
 
     def _withdraw_drains(self, recorders: dict[str, Recorder], wanted: int, now: float) -> tuple[str, ...]:
-        """Take back up to `wanted` draining recorders whose Jibri still reports IDLE (not yet out of service)."""
+        """Take back up to `wanted` draining recorders whose agent has not yet been told to drain."""
         withdrawn: list[str] = []
         for recorder in sorted(recorders.values(), key=lambda r: r.state_changed_at, reverse=True):
             if len(withdrawn) == wanted:
                 break
             ours = recorder.state is S.DRAINING and recorder.drain_reason == SCALE_IN  # not a Spot rebalance
             if not ours or recorder.busy_status != "IDLE" or recorder.health != "HEALTHY":
+                continue
+            # A report since the drain began was answered `drain`: its Jibri may be shutting down already.
+            if (recorder.last_heartbeat_at or 0.0) > recorder.state_changed_at:
                 continue
             # Conditional on the version read: a report that arrived meanwhile (say OFFLINE) wins.
             result = self._registry.save(recorder, transition(recorder, S.IDLE, now))

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from chalicelib.clock import Clock
-from chalicelib.registry import Registry, Written, transition
+from chalicelib.registry import Recorder, Registry, Written, transition
 from chalicelib.states import RecorderState, can_transition
 
 S = RecorderState
@@ -51,7 +51,14 @@ def parse_instance_event(event: Mapping[str, Any]) -> InstanceEvent | None:
 
 
 class InstanceEventService:
-    def __init__(self, registry: Registry, clock: Clock, tombstone_seconds: int) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        clock: Clock,
+        tombstone_seconds: int,
+        on_reservation_lost: Callable[[Recorder], object] | None = None,
+    ) -> None:
+        self._on_reservation_lost = on_reservation_lost or (lambda recorder: None)
         self._registry = registry
         self._clock = clock
         self._tombstone_seconds = tombstone_seconds
@@ -81,6 +88,8 @@ class InstanceEventService:
                 target = S.UNHEALTHY if can_transition(current.state, S.UNHEALTHY) else current.state
                 updated = transition(current, target, now, stop_recording=True)
             if isinstance(self._registry.save(current, updated), Written):
+                if current.state is S.RESERVED and updated.state is not S.RESERVED:
+                    self._on_reservation_lost(current)
                 if event.kind == STATE_CHANGE:
                     return f"recorder {current.state.value} -> terminated", False
                 if event.kind == REBALANCE:

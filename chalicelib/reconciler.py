@@ -45,7 +45,9 @@ class Reconciler:
         autoscaling: AutoScaling,
         settings: ReconcilerSettings,
         on_alert: Callable[[Recorder, str], None] | None = None,
+        on_reservation_lost: Callable[[Recorder], object] | None = None,
     ) -> None:
+        self._on_reservation_lost = on_reservation_lost or (lambda recorder: None)
         self._registry = registry
         self._autoscaling = autoscaling
         self.settings = settings
@@ -116,6 +118,8 @@ class Reconciler:
         result = self._registry.save(recorder, transition(recorder, target, now, replace_requested_at=now))
         if not isinstance(result, Written):
             return None  # it reported meanwhile: alive after all
+        if recorder.state is S.RESERVED and target is not S.RESERVED:
+            self._on_reservation_lost(recorder)
         try:
             self._autoscaling.set_instance_health(recorder.instance_id, healthy=False)
         except Exception:

@@ -197,7 +197,13 @@ class Runtime:
         )
 
     def instance_events(self) -> InstanceEventService:
-        return InstanceEventService(self.registry, self.clock, self.settings.tombstone_days * 86_400)
+        assignment = AssignmentService(self.registry, self.tickets, self.clock, self.settings.assignment())
+        return InstanceEventService(
+            self.registry,
+            self.clock,
+            self.settings.tombstone_days * 86_400,
+            on_reservation_lost=assignment.on_reservation_lost,
+        )
 
     def status_service(self) -> StatusService:
         assignment = self.assignment()
@@ -216,6 +222,7 @@ class Runtime:
             settle=self.lifecycle().settle,
             on_idle=lambda recorder: assignment.assign_queue([recorder]),
             on_busy=assignment.on_busy,
+            on_reservation_lost=assignment.on_reservation_lost,
             on_started=on_started,
             on_started_error=lambda error: metrics.add_metric(
                 name="BusyEvaluationErrors", unit=MetricUnit.Count, value=1
@@ -248,6 +255,12 @@ class Runtime:
                 health.stale, health.min_disk_free_bytes, health.pending_uploads
             ),
             lifecycle=self.lifecycle(),
-            reconciler=Reconciler(self.registry, self.autoscaling, settings.reconciler(), on_alert=record_alert),
+            reconciler=Reconciler(
+                self.registry,
+                self.autoscaling,
+                settings.reconciler(),
+                on_alert=record_alert,
+                on_reservation_lost=assignment.on_reservation_lost,
+            ),
             housekeeping=assignment.tick,
         )

@@ -211,7 +211,9 @@ class StatusService:
         on_busy: Callable[[Recorder | None, Recorder], bool] | None = None,
         on_started: Callable[[Recorder], object] | None = None,
         on_started_error: Callable[[Exception], None] | None = None,
+        on_reservation_lost: Callable[[Recorder], object] | None = None,
     ) -> None:
+        self._on_reservation_lost = on_reservation_lost
         # Runs after a report moved a recorder to busy (e.g. `EvaluateOnBusy`). Its failure is
         # logged and passed to on_started_error; the report is stored and answered all the same.
         self._on_started = on_started
@@ -264,6 +266,9 @@ class StatusService:
                 continue
             if updated.state is not current.state:
                 self._changed(current, result.recorder, now)
+            lost = current.state is S.RESERVED and result.recorder.state not in (S.RESERVED, S.BUSY)
+            if lost and self._on_reservation_lost is not None:
+                self._on_reservation_lost(current)
             became_idle = current.state is not S.IDLE
             recorder = self._after(result.recorder, became_idle)
             if result.recorder.state is S.BUSY and current.state is not S.BUSY:

@@ -120,7 +120,9 @@ class PoolWorld:
         if recorder is None or jibri is None:
             return
         told = recorder.last_report_sent_at if recorder.last_report_sent_at is not None else float("-inf")
-        if recorder.state is S.RESERVED or (recorder.reserved_for and (recorder.reserved_until or 0) > now):
+        # A reservation holds its recorder for its lease (DESIGN: "held for a ticket for a bounded lease");
+        # one whose lease ran out while no evaluator ran to release it holds nothing.
+        if recorder.reserved_for and (recorder.reserved_until or 0) > now:
             self.violations.append(f"{instance_id} terminated while reserved ({cause}): {recorder}")
         if jibri.busy_since is not None and told >= jibri.busy_since:
             self.violations.append(f"{instance_id} terminated while recording ({cause}): {recorder}")

@@ -41,6 +41,7 @@ class World:
             self.clock,  # type: ignore[arg-type]
             on_idle=lambda r: self.service.assign_queue([r]),
             on_busy=self.service.on_busy,
+            on_reservation_lost=self.service.on_reservation_lost,
         )
         for n in range(idle):
             self.report(f"i-{n:02d}", "IDLE")
@@ -239,3 +240,32 @@ def test_requests_that_arrive_for_a_booking_are_served_first() -> None:
     world.report("i-new", "IDLE")
     assert world.service.get(str(booked["request_id"]))["status"] == "assigned"
     assert world.service.get(walk_in)["status"] == "queued"
+
+
+def test_a_reserved_recorder_whose_jibri_goes_offline_sends_its_request_back_first_in_line() -> None:
+    world = World(idle=1)
+    _, first = world.ask("first")
+    _, second = world.ask("second")
+    assert first["status"] == "assigned" and second["status"] == "queued"
+    world.report("i-00", "OFFLINE")  # Jibri left before any recording started
+
+    again = world.service.get(str(first["request_id"]))
+    assert again["status"] == "queued" and again["position"] == 1 and "recorder" not in again
+    world.report("i-01", "IDLE")  # the next recorder to come free serves the oldest request
+    assert world.service.get(str(first["request_id"]))["status"] == "assigned"
+    assert world.service.get(str(second["request_id"]))["status"] == "queued"
+    world.report("i-00", "IDLE")  # back in service: it serves the second, never the first twice
+    held = {t.instance_id for t in world.tickets.list_status("assigned")}
+    assert held == {"i-00", "i-01"}
+
+
+def test_the_evaluator_tick_requeues_a_request_whose_recorder_lost_its_reservation_elsewhere() -> None:
+    world = World(idle=1)
+    _, first = world.ask()
+    recorder = world.registry.get("i-00")
+    assert recorder is not None
+    from chalicelib.registry import transition
+
+    world.registry.save(recorder, transition(recorder, S.UNHEALTHY, world.clock.now()))  # no hook ran
+    assert any("waiting again" in line for line in world.service.tick())
+    assert world.service.get(str(first["request_id"]))["status"] == "queued"

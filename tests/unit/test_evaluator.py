@@ -433,3 +433,15 @@ def test_pool_health_counts_stale_agents_pending_uploads_and_the_least_free_disk
     recorders = {r.instance_id: r for r in world.registry.list_all()}
     later = world.clock.now() + 91
     assert pool_health(recorders, later, 90.0).stale == 3
+
+
+def test_a_drain_the_agent_was_already_told_of_is_not_withdrawn() -> None:
+    world = idle_pool(6)
+    chosen = _drained_then_demand(world)
+    for instance_id in chosen:
+        world.report(instance_id, "IDLE")  # answered drain=true: its Jibri is leaving service now
+
+    decision = world.evaluator.run()
+
+    assert decision is not None and "withdrew" not in decision.reason
+    assert all(world.state(i) is S.DRAINING for i in chosen)
