@@ -44,3 +44,27 @@ def test_a_terminate_action_arriving_after_a_run_is_held_and_completed_once_the_
     world.report(busy)
     world.tick()
     assert ("complete", (busy, "CONTINUE")) in world.group.calls
+
+
+def test_a_reserved_recorder_whose_jibri_left_service_is_never_assigned_to_a_second_request() -> None:
+    """Shrunk: a recorder reserved for one request reports OFFLINE (its Jibri left service before any
+    recording: a drain it had already been told of, a crash), comes back idle and was then reserved for
+    the next request while the first still named it."""
+    world = PoolWorld()
+    for instance_id in world.jibris:
+        world.report(instance_id)
+    world.tick()
+    first = world.request("alpha", None)[1]
+    held = first["recorder"]["instance_id"]
+    world.jibris[held].jibri = "offline"
+    world.advance(1)
+    world.report(held)
+    assert world.check() == []
+    world.jibris[held].jibri = "idle"
+    world.advance(1)
+    world.report(held)
+    for _ in range(len(world.jibris)):
+        world.request("beta", None)
+        assert world.check() == []
+    holders = [t.instance_id for t in world.tickets.list_status("assigned")]
+    assert len(holders) == len(set(holders))
