@@ -62,6 +62,13 @@ class S3Proxy:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     answer = upstream.getresponse()
                     payload = answer.read()
+                    if number and 200 <= answer.status < 300:
+                        # Recorded once S3 holds the part, before the client hears of it (it may be gone).
+                        put = PartPut(url.path, number, len(body))
+                        with proxy._lock:
+                            proxy.parts.append(put)
+                        if proxy.after_part is not None:
+                            proxy.after_part(put)
                     self.send_response(answer.status)
                     head = self.command == "HEAD"  # keeps the object's Content-Length, has no body
                     for name, value in answer.getheaders():
@@ -74,12 +81,6 @@ class S3Proxy:
                         self.wfile.write(payload)
                 finally:
                     upstream.close()
-                if number and 200 <= answer.status < 300:
-                    put = PartPut(url.path, number, len(body))
-                    with proxy._lock:
-                        proxy.parts.append(put)
-                    if proxy.after_part is not None:
-                        proxy.after_part(put)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 

@@ -15,18 +15,9 @@ from chalicelib.states import RecorderState
 from sim.client import signed_call
 from sim.gateway import Observed
 from sim.stack import LocalStack
+from tests.e2e.waiting import wait_until
 
 S = RecorderState
-
-
-def wait_until(check: Callable[[], Any], what: str, seconds: float = 15.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from sim.aws import MotoServer
 from sim.gateway import Observed
 from sim.s3proxy import PartPut, S3Proxy
 from sim.stack import LocalStack
+from tests.e2e.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -38,14 +38,7 @@ METADATA = {
 }
 
 
-def wait_until(check: Callable[[], Any], what: str, seconds: float = 60.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+SLOW = 60.0  # multi-part uploads through moto on a shared machine
 
 
 def recording(size: int, seed: int) -> bytes:
@@ -106,8 +99,8 @@ def test_the_agent_uploads_a_multipart_recording_verified_announced_and_then_del
     video = recording(3 * PART + 4321, seed=1)  # four parts
     session_dir = recorder.finish_recording("boardreview-1", {"boardreview_2026-11-24-09-00-00.mp4": video}, METADATA)
 
-    manifest = wait_until(lambda: manifest_of(stack, "boardreview-1"), "the manifest in S3")
-    wait_until(lambda: not os.path.exists(session_dir), "the local session directory to be deleted")
+    manifest = wait_until(lambda: manifest_of(stack, "boardreview-1"), "the manifest in S3", SLOW)
+    wait_until(lambda: not os.path.exists(session_dir), "the local session directory to be deleted", SLOW)
 
     stored = objects(stack, "boardreview-1")
     (key,) = [k for k in stored if k.endswith(".mp4")]
@@ -126,11 +119,13 @@ def test_the_agent_uploads_a_multipart_recording_verified_announced_and_then_del
     assert manifest["participants"] == METADATA["participants"]
     assert manifest["instance_id"] == instance
     assert sorted(proxy.sent()) == [1, 2, 3, 4]
-    message = wait_until(lambda: sqs.receive_message(QueueUrl=queue).get("Messages"), "the recording-ready message")
+    message = wait_until(
+        lambda: sqs.receive_message(QueueUrl=queue).get("Messages"), "the recording-ready message", SLOW
+    )
     announced = json.loads(json.loads(message[0]["Body"])["Message"])
     assert announced["manifest"] == manifest
     assert Spool(recorder.spool_dir).count() == 0
-    wait_until(lambda: pending_reported and pending_reported[-1] == 0, "a report with no pending upload")
+    wait_until(lambda: pending_reported and pending_reported[-1] == 0, "a report with no pending upload", SLOW)
     assert max(pending_reported) == 1  # protection held while it uploaded
 
 
@@ -153,8 +148,8 @@ def test_a_byte_corrupted_in_flight_is_detected_and_that_part_resent(
     video = recording(2 * PART + 99, seed=2)  # three parts
     session_dir = recorder.finish_recording("boardreview-2", {"boardreview.mp4": video}, METADATA)
 
-    wait_until(lambda: manifest_of(stack, "boardreview-2"), "the manifest in S3")
-    wait_until(lambda: not os.path.exists(session_dir), "the local session directory to be deleted")
+    wait_until(lambda: manifest_of(stack, "boardreview-2"), "the manifest in S3", SLOW)
+    wait_until(lambda: not os.path.exists(session_dir), "the local session directory to be deleted", SLOW)
     stored = objects(stack, "boardreview-2")
     (key,) = [k for k in stored if k.endswith(".mp4")]
     assert stored[key] == video
