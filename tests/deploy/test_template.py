@@ -209,3 +209,44 @@ def test_a_variable_removed_from_the_template_is_caught(template: dict[str, Any]
     assert "OnLifecycleAction: MIN_IDLE is read, not set by the template and not in template.md" in env_problems(
         template, undocumented
     )
+
+
+def test_template_md_names_every_parameter_output_and_resource_of_the_packaged_template(
+    template: dict[str, Any],
+) -> None:
+    guide = (ROOT / "template.md").read_text()
+    named = set(re.findall(r"`([A-Za-z][A-Za-z0-9]+)`", guide))
+    suffixes = tuple(re.findall(r"`\*([A-Za-z0-9]+)`", guide))  # rows such as `*Alarm`, `*LogGroup`
+
+    def described(resource: str) -> bool:
+        # Named itself, by a wildcard row, or as a part of a named one ("`RecordingsBucket` (+ policy)").
+        return resource in named or resource.endswith(suffixes) or any(resource.startswith(n) for n in named)
+
+    merged = load_merge_template()
+    missing = {
+        "parameters": sorted(set(template.get("Parameters", {})) - named),
+        "outputs": sorted(set(template.get("Outputs", {})) - named),
+        "resources": sorted(r for r in merged.get("Resources", {}) if not described(r)),
+    }
+    assert missing == {"parameters": [], "outputs": [], "resources": []}
+    documented_outputs = re.findall(
+        r"^\| `(\w+)`", guide[guide.index("## Outputs") : guide.index("## The group")], re.M
+    )
+    assert set(documented_outputs) <= set(template["Outputs"]), "template.md lists an output the stack lacks"
+
+
+def load_merge_template() -> dict[str, Any]:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        if isinstance(node, yaml.SequenceNode):
+            return loader.construct_sequence(node)
+        return loader.construct_mapping(node)  # type: ignore[arg-type]
+
+    Loader.add_multi_constructor("!", any_tag)
+    return dict(yaml.load((ROOT / ".chalice" / "resources.yaml").read_text(), Loader=Loader))
