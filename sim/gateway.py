@@ -327,11 +327,20 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in headers.items():
             if name.lower() != "content-length":
                 self.send_header(name, value)
+        if not any(name.lower() == "content-type" for name in headers):
+            # API Gateway's proxy integration answers application/json when the Lambda names no type.
+            self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _serve
+    def __getattr__(self, name: str) -> Any:
+        # Every method reaches the app (API Gateway answers any method with the API's error shape),
+        # rather than http.server's 501 HTML page for the ones it has no do_<METHOD> for.
+        if name.startswith("do_"):
+            return self._serve
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
