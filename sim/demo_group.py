@@ -174,7 +174,7 @@ class LiveGroup:
             now = self._engine.now()
             segments = list(self._group.segments)
             # The open segments end now in this copy only: the group keeps running.
-            for instance in self._group._instances.values():
+            for instance in self._group.all_instances():
                 if instance.run_started is not None:
                     segments.append(Segment(instance.instance_id, "run", instance.run_started, now))
                 if instance.park_started is not None:
@@ -192,7 +192,7 @@ class LiveGroup:
         # Parking has no listener call: find the instances that stopped in the pool since the last look.
         parked = {
             i.instance_id
-            for i in self._group._instances.values()  # the group lists no pool states
+            for i in self._group.all_instances()  # the group lists no pool states
             if i.lifecycle == WARMED_STOPPED
         }
         for instance_id in sorted(parked - self._parked):

@@ -303,6 +303,10 @@ class SimulatedGroup:
     def pending(self) -> list[str]:
         return [i.instance_id for i in self._instances.values() if i.lifecycle in (PENDING, PENDING_WAIT)]
 
+    def all_instances(self) -> list[SimInstance]:
+        """Every instance the group still holds, warm-pool ones included (describe() lists no pool states)."""
+        return list(self._instances.values())
+
     def warm_pool_count(self) -> int:
         return sum(1 for i in self._instances.values() if i.lifecycle in _IN_POOL)
 
