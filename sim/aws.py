@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import urllib.request
 from typing import Any
 
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from sim.net import free_port
 
@@ -19,10 +22,34 @@ FAKE_CREDENTIALS = {
 }
 
 
+class _OneDynamoDBRequestAtATime:
+    """WSGI wrapper: DynamoDB applies each request to an item atomically (an ADD counter, a conditional
+    write), moto's threaded server does not, and concurrent requests can lose an update. DynamoDB
+    requests therefore take turns here; everything else (S3 parts, above all) stays concurrent."""
+
+    def __init__(self, app: Any) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            with self._lock:
+                return list(self._app(environ, start_response))
+        return self._app(environ, start_response)
+
+
+class _ThreadedMotoServer(ThreadedMotoServer):
+    def _server_entry(self) -> None:
+        app = _OneDynamoDBRequestAtATime(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 class MotoServer:
     def __init__(self) -> None:
         self.port = free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self._server = _ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 
     @property
     def url(self) -> str:
