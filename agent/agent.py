@@ -22,7 +22,7 @@ from agent.jibri import CommandStarter, JibriClient, JibriHealth, JibriTimeout
 from agent.log import UTC, get_logger, set_instance_id
 from agent.protection import ProtectionKeeper
 from agent.reporter import Reply, Reporter, ReportRejected, StatusReport, TransientReportError
-from agent.spool import Spool
+from agent.spool import FAILED, Spool
 from agent.uploader import Uploader
 from agent.webhook import WebhookServer
 
@@ -140,6 +140,15 @@ class Agent:
     @property
     def target_lifecycle_state(self) -> str | None:
         return self._lifecycle
+
+    def _failed_uploads(self) -> int | None:
+        """Spooled sessions the control plane refused: kept on disk, retried hourly, waiting for an operator."""
+        if self._spool is None:
+            return None
+        try:
+            return sum(1 for entry in self._spool.entries() if entry.state == FAILED)
+        except (OSError, ValueError):
+            return None
 
     def _disk_free(self) -> int | None:
         """Free bytes where recordings land (the recordings directory, else the spool's file system)."""
@@ -372,6 +381,7 @@ class Agent:
             lifecycle,
             private_ip,
             disk_free_bytes=self._disk_free(),
+            failed_uploads=self._failed_uploads(),
         )
         try:
             reply = self._reporter.send(report)

@@ -34,6 +34,7 @@ class StatusReport:
     target_lifecycle_state: str | None = None  # IMDS autoscaling/target-lifecycle-state, when it answered
     private_ip: str | None = None  # IMDS local-ipv4: where the control plane can reach Jibri (direct start)
     disk_free_bytes: int | None = None  # free space where recordings are written
+    failed_uploads: int | None = None  # of pending_uploads, sessions the control plane refused (files kept)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -49,6 +50,8 @@ class StatusReport:
             body["private_ip"] = self.private_ip
         if self.disk_free_bytes is not None:
             body["disk_free_bytes"] = self.disk_free_bytes
+        if self.failed_uploads is not None:
+            body["failed_uploads"] = self.failed_uploads
         return body
 
 

@@ -40,6 +40,7 @@ class PoolHealth:
     stale: int  # recorders whose agent went silent (heartbeat older than the stale limit)
     min_disk_free_bytes: int | None  # the least free disk any live recorder reported
     pending_uploads: int  # recordings on instances' disks not yet confirmed in S3
+    failed_uploads: int = 0  # of those, sessions the control plane refused: an operator must look
 
 
 def pool_health(recorders: dict[str, Recorder], now: float, stale_after: float) -> PoolHealth:
@@ -49,6 +50,7 @@ def pool_health(recorders: dict[str, Recorder], now: float, stale_after: float) 
         stale=sum(1 for r in live if r.state in HEARTBEAT_STATES and r.is_stale(now, stale_after)),
         min_disk_free_bytes=min(disks) if disks else None,
         pending_uploads=sum(r.pending_uploads for r in live),
+        failed_uploads=sum(r.failed_uploads for r in live),
     )
 
 

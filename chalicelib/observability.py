@@ -96,8 +96,11 @@ def record_webhook_error(recording_id: str, error: Exception) -> None:
     metrics.add_metric(name="RecordingErrors", unit=MetricUnit.Count, value=1)
 
 
-def record_pool_health(stale: int, min_disk_free_bytes: int | None, pending_uploads: int) -> None:
+def record_pool_health(
+    stale: int, min_disk_free_bytes: int | None, pending_uploads: int, failed_uploads: int = 0
+) -> None:
     metrics.add_metric(name="RecordersStale", unit=MetricUnit.Count, value=stale)
     metrics.add_metric(name="PendingUploads", unit=MetricUnit.Count, value=pending_uploads)
+    metrics.add_metric(name="FailedUploads", unit=MetricUnit.Count, value=failed_uploads)
     if min_disk_free_bytes is not None:
         metrics.add_metric(name="MinDiskFreeBytes", unit=MetricUnit.Bytes, value=min_disk_free_bytes)

@@ -78,6 +78,7 @@ def _recorder_view(recorder: Recorder, now: float, stale_after: float) -> dict[s
         "busy_status": recorder.busy_status,
         "health": recorder.health,
         "pending_uploads": recorder.pending_uploads,
+        "failed_uploads": recorder.failed_uploads,
         "last_heartbeat_at": iso(recorder.last_heartbeat_at) if recorder.last_heartbeat_at is not None else None,
         "state_changed_at": iso(recorder.state_changed_at),
         "created_at": iso(recorder.created_at),

@@ -67,6 +67,7 @@ class Recorder:
     # Why it is draining: "scale-in" (the evaluator's, withdrawn when demand returns) or "rebalance".
     drain_reason: str | None = None
     disk_free_bytes: int | None = None  # as the agent last reported it
+    failed_uploads: int = 0  # of pending_uploads, sessions the control plane refused (the files stay)
 
     def gone_offline(self, now: float, confirm_after: float) -> bool:
         """Jibri has been unreachable long enough to be sure it left, not merely slow to answer once."""

@@ -252,7 +252,7 @@ class Runtime:
             options=options,
             on_decision=record_decision,
             on_health=lambda health: record_pool_health(
-                health.stale, health.min_disk_free_bytes, health.pending_uploads
+                health.stale, health.min_disk_free_bytes, health.pending_uploads, health.failed_uploads
             ),
             lifecycle=self.lifecycle(),
             reconciler=Reconciler(

@@ -31,6 +31,7 @@ _FIELDS = {
     "target_lifecycle_state",
     "private_ip",
     "disk_free_bytes",
+    "failed_uploads",
 }
 MAX_DISK_BYTES = 1 << 60
 _LIFECYCLE_STATE = re.compile(r"^[A-Za-z]+(:[A-Za-z]+)*$")
@@ -49,6 +50,7 @@ class StatusReport:
     target_lifecycle_state: str | None = None  # instance metadata's autoscaling/target-lifecycle-state
     private_ip: str | None = None  # instance metadata's local-ipv4: where Jibri can be reached
     disk_free_bytes: int | None = None  # free space where recordings are written
+    failed_uploads: int = 0  # of pending_uploads, sessions refused by the control plane (kept on disk)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,9 @@ def parse_report(body: Any, now: float) -> StatusReport:
     disk = body.get("disk_free_bytes")
     if disk is not None and (isinstance(disk, bool) or not isinstance(disk, int) or not 0 <= disk <= MAX_DISK_BYTES):
         raise BadRequest("disk_free_bytes must be a whole number of bytes, 0 or more")
+    failed = body.get("failed_uploads", 0)
+    if isinstance(failed, bool) or not isinstance(failed, int) or not 0 <= failed <= pending:
+        raise BadRequest("failed_uploads must be a whole number from 0 to pending_uploads")
     return StatusReport(
         busy_status=busy_status,
         health=health,
@@ -111,6 +116,7 @@ def parse_report(body: Any, now: float) -> StatusReport:
         target_lifecycle_state=lifecycle,
         private_ip=private_ip,
         disk_free_bytes=disk,
+        failed_uploads=failed,
     )
 
 
@@ -331,6 +337,7 @@ def _fields(report: StatusReport, now: float) -> dict[str, Any]:
         "busy_status": report.busy_status,
         "health": report.health,
         "pending_uploads": report.pending_uploads,
+        "failed_uploads": report.failed_uploads,
         "jibri": report.jibri,
         "target_lifecycle_state": report.target_lifecycle_state,
         "offline_since": now if report.busy_status == "OFFLINE" else None,

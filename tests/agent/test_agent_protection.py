@@ -41,9 +41,11 @@ def test_report_body_is_the_contract(make_agent, jibri, status_api):
         "target_lifecycle_state",
         "private_ip",
         "disk_free_bytes",
+        "failed_uploads",
     }
     assert body["target_lifecycle_state"] == "InService" and body["private_ip"] == "10.0.0.10"
     assert isinstance(body["disk_free_bytes"], int) and body["disk_free_bytes"] > 0
+    assert body["failed_uploads"] == 0
     assert body["busy_status"] == "BUSY" and body["health"] == "HEALTHY" and body["pending_uploads"] == 0
     assert body["sent_at"].endswith("Z") and len(body["sent_at"]) == len("2026-11-24T01:02:03.456Z")
     assert body["jibri"] == jibri.health_body()
@@ -152,3 +154,23 @@ def test_failed_protection_still_reports_and_retries_with_backoff(make_agent, gr
     clock.advance(delay)
     agent.tick()
     assert calls == [True, True] and group.protected()
+
+
+def test_refused_sessions_are_reported_as_failed_uploads_within_pending(make_agent, status_api, tmp_path):
+    from agent.spool import FAILED, Spool
+
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    spool = Spool(str(spool_dir))
+    for name in ("kept-1", "refused-2"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "rec.mp4").write_bytes(b"x")
+        spool.add(str(tmp_path / name))
+    refused = spool.get("refused-2")
+    assert refused is not None
+    spool.update(refused, state=FAILED, last_error="409 session_reused")
+
+    make_agent(spool_dir=str(spool_dir)).tick()
+
+    body = status_api.reports()[0].body
+    assert (body["pending_uploads"], body["failed_uploads"]) == (2, 1)

@@ -259,3 +259,15 @@ def test_free_disk_is_optional_stored_when_sent_and_checked(api: Api, registry: 
         assert (status, reply["error"]["code"]) == (400, "bad_request")
         assert "disk_free_bytes" in reply["error"]["message"]
     assert stored(registry).disk_free_bytes == 12_345_678_912
+
+
+def test_failed_uploads_are_part_of_pending_stored_and_shown_in_the_pool(api: Api, registry: MemoryRegistry) -> None:
+    body = {**report_body(pending=2), "failed_uploads": 1}
+    assert api.report(body)[0] == 200
+    assert stored(registry).failed_uploads == 1
+    recorder = next(r for r in api.pool()[1]["recorders"] if r["instance_id"] == INSTANCE)
+    assert (recorder["pending_uploads"], recorder["failed_uploads"]) == (2, 1)
+    for bad in (3, -1, True, "1"):
+        status, reply = api.report({**report_body(pending=2, sent_at="2026-11-24T01:02:09Z"), "failed_uploads": bad})
+        assert (status, reply["error"]["code"]) == (400, "bad_request")
+        assert "failed_uploads" in reply["error"]["message"]

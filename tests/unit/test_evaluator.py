@@ -424,12 +424,14 @@ def test_a_failed_warm_pool_sizing_still_records_the_decision() -> None:
 
 def test_pool_health_counts_stale_agents_pending_uploads_and_the_least_free_disk() -> None:
     world = idle_pool(3)
-    world.status.apply("i-00", StatusReport("IDLE", "HEALTHY", 2, world.clock.now(), disk_free_bytes=5_000_000_000))
+    world.status.apply(
+        "i-00", StatusReport("IDLE", "HEALTHY", 2, world.clock.now(), disk_free_bytes=5_000_000_000, failed_uploads=1)
+    )
     world.status.apply("i-01", StatusReport("BUSY", "HEALTHY", 0, world.clock.now(), disk_free_bytes=700_000_000))
     seen: list[PoolHealth] = []
     world.evaluator._on_health = seen.append
     world.evaluator.run()
-    assert seen == [PoolHealth(stale=0, min_disk_free_bytes=700_000_000, pending_uploads=2)]
+    assert seen == [PoolHealth(stale=0, min_disk_free_bytes=700_000_000, pending_uploads=2, failed_uploads=1)]
     recorders = {r.instance_id: r for r in world.registry.list_all()}
     later = world.clock.now() + 91
     assert pool_health(recorders, later, 90.0).stale == 3
