@@ -22,7 +22,7 @@ from agent.jibri import CommandStarter, JibriClient, JibriHealth, JibriTimeout
 from agent.log import UTC, get_logger, set_instance_id
 from agent.protection import ProtectionKeeper
 from agent.reporter import Reply, Reporter, ReportRejected, StatusReport, TransientReportError
-from agent.spool import FAILED, Spool
+from agent.spool import FAILED, Spool, SpoolError
 from agent.uploader import Uploader
 from agent.webhook import WebhookServer
 
@@ -81,6 +81,7 @@ class Agent:
             pending_uploads = self._spool.count if self._spool is not None else no_pending_uploads
         self._pending_uploads_hook = pending_uploads
         self._uploader_thread: threading.Thread | None = None
+        self._uploader: Uploader | None = None
         self._clock = clock
         self._now = now
         self._sleep = sleep
@@ -141,14 +142,18 @@ class Agent:
     def target_lifecycle_state(self) -> str | None:
         return self._lifecycle
 
-    def _failed_uploads(self) -> int | None:
-        """Spooled sessions the control plane refused: kept on disk, retried hourly, waiting for an operator."""
+    def _failed_uploads(self, pending: int) -> int | None:
+        """Spooled sessions the control plane refused: kept on disk, retried hourly, waiting for an operator.
+
+        Part of `pending` (read in a scan of its own a moment earlier, so clamped to it); None when the spool
+        cannot be read, which must never stop the report itself."""
         if self._spool is None:
             return None
         try:
-            return sum(1 for entry in self._spool.entries() if entry.state == FAILED)
-        except (OSError, ValueError):
+            failed = sum(1 for entry in self._spool.entries() if entry.state == FAILED)
+        except (SpoolError, OSError, ValueError):
             return None
+        return min(failed, pending)
 
     def _disk_free(self) -> int | None:
         """Free bytes where recordings land (the recordings directory, else the spool's file system)."""
@@ -162,7 +167,10 @@ class Agent:
         return None
 
     def wake(self) -> None:
+        """Report now, and look at the spool now (a recording may just have been handed off)."""
         self._wake.set()
+        if self._uploader is not None:
+            self._uploader.wake()
 
     def setup(self) -> None:
         """Learn who this instance is (IMDS), its group and protection, and start listening for Jibri's webhook."""
@@ -227,7 +235,9 @@ class Agent:
         """Once the instance's identity is known, upload spooled recordings in a thread of their own."""
         if self._uploader_thread is not None or self._spool is None or self._reporter is None:
             return
-        uploader = Uploader(self.config, self._spool, self._reporter.api.call, on_change=self.wake)
+        # A finished upload changes what the next report says: it wakes the reporting loop only.
+        uploader = Uploader(self.config, self._spool, self._reporter.api.call, on_change=self._wake.set)
+        self._uploader = uploader
         self._uploader_thread = threading.Thread(target=uploader.run, args=(stop,), name="uploader", daemon=True)
         self._uploader_thread.start()
 
@@ -381,7 +391,7 @@ class Agent:
             lifecycle,
             private_ip,
             disk_free_bytes=self._disk_free(),
-            failed_uploads=self._failed_uploads(),
+            failed_uploads=self._failed_uploads(pending),
         )
         try:
             reply = self._reporter.send(report)

@@ -266,10 +266,7 @@ class AssignmentService:
         if before.state is not S.RESERVED or not before.reserved_for:
             return False
         ticket = self._tickets.get(before.reserved_for)
-        if ticket is None or ticket.status != ASSIGNED or ticket.instance_id != before.instance_id:
-            return False
-        waiting = replace(ticket, status=QUEUED, instance_id=None, private_ip=None, lease_until=None)
-        if not self._tickets.save(ticket, waiting):
+        if ticket is None or not self._requeue(ticket, before.instance_id):
             return False
         self.assign_queue(self._idle(self._clock.now()))
         return True
@@ -278,14 +275,13 @@ class AssignmentService:
         """On every evaluator run: end leases and waits that ran out, then serve the queue."""
         done: list[str] = []
         now = self._clock.now()
+        holding = {r.instance_id: r.reserved_for for r in self._registry.list_by_state(S.RESERVED)}
         for ticket in self._tickets.list_status(ASSIGNED):
             # A recorder that lost its reservation some other way (a crash between two writes): requeue.
-            held = self._registry.get(ticket.instance_id) if ticket.instance_id else None
-            if held is not None and held.reserved_for != ticket.request_id and held.state is not S.BUSY:
-                lost = replace(held, state=S.RESERVED, reserved_for=ticket.request_id)
-                if self.on_reservation_lost(lost):
-                    done.append(f"{ticket.request_id}: {held.instance_id} was lost, waiting again")
-        for ticket in self._tickets.list_status(ASSIGNED):
+            suspect = ticket.instance_id and holding.get(ticket.instance_id) != ticket.request_id
+            if suspect and self._lost(ticket) and self._requeue(ticket, ticket.instance_id):
+                done.append(f"{ticket.request_id}: {ticket.instance_id} was lost, waiting again")
+                continue
             expired = ticket.lease_until is not None and ticket.lease_until < now
             if expired and self._close(ticket, EXPIRED, "no recording started within the lease"):
                 done.append(f"{ticket.request_id}: lease expired")
@@ -300,6 +296,17 @@ class AssignmentService:
         return done
 
     # -- inside -----------------------------------------------------------------------------------
+
+    def _lost(self, ticket: Ticket) -> bool:
+        """Its recorder (read afresh: the index may lag) is neither reserved for it nor recording."""
+        held = self._registry.get(ticket.instance_id) if ticket.instance_id else None
+        return held is not None and held.reserved_for != ticket.request_id and held.state is not S.BUSY
+
+    def _requeue(self, ticket: Ticket, instance_id: str | None) -> bool:
+        if ticket.status != ASSIGNED or ticket.instance_id != instance_id:
+            return False
+        waiting = replace(ticket, status=QUEUED, instance_id=None, private_ip=None, lease_until=None)
+        return self._tickets.save(ticket, waiting)
 
     def _known(self, request_id: str) -> Ticket:
         ticket = self._tickets.get(request_id) if len(request_id) <= 64 else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +25,7 @@ class DynamoDBRecordingStore:
         return self._put(recording, "attribute_not_exists(PK)", {})
 
     def save(self, expected_version: int, recording: StoredRecording) -> bool:
-        saved = StoredRecording(**{**recording.__dict__, "version": expected_version + 1})
+        saved = replace(recording, version=expected_version + 1)
         return self._put(saved, "version = :expected", {":expected": expected_version})
 
     def _put(self, recording: StoredRecording, condition: str, values: dict[str, Any]) -> bool:

@@ -31,13 +31,14 @@ import hashlib
 import json
 import math
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeGuard
 
 from chalicelib.clock import Clock, iso
-from chalicelib.errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from chalicelib.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 
 MIB = 1024 * 1024
 MIN_PART_SIZE = 5 * MIB  # S3's minimum for every part but the last
@@ -61,18 +62,15 @@ _PART_FIELDS = {"number", "md5", "sha256"}
 _REPORTED_PART_FIELDS = {"number", "etag", "md5", "sha256"}
 
 
-class EmptyFile(ApiError):
-    status_code = 400
+class EmptyFile(BadRequest):
     code = "empty_file"
 
 
-class BadName(ApiError):
-    status_code = 400
+class BadName(BadRequest):
     code = "bad_name"
 
 
-class SizeMismatch(ApiError):
-    status_code = 400
+class SizeMismatch(BadRequest):
     code = "size_mismatch"
 
 
@@ -122,7 +120,7 @@ class RecordingSettings:
 def check_key_template(template: str) -> str | None:
     """None when the template is usable, else what is wrong with it."""
     try:
-        names = {name for _, name, _, _ in _formatter_parse(template) if name is not None}
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
     except ValueError as error:
         return f"it does not parse: {error}"
     unknown = names - set(KEY_FIELDS)
@@ -133,12 +131,6 @@ def check_key_template(template: str) -> str | None:
     if template.startswith("/"):
         return "it must not start with /"
     return None
-
-
-def _formatter_parse(template: str) -> Any:
-    import string
-
-    return list(string.Formatter().parse(template))
 
 
 # --- what the agent declares -------------------------------------------------------------
@@ -739,9 +731,8 @@ class RecordingService:
                 f"{recording.recording_id}: the recording is in S3 but announcing it failed "
                 f"({type(error).__name__}); call complete again to retry"
             ) from error
-        if self.store.save(recording.version, replace(recording, notified=True)):
-            return
-        # Lost a race with a concurrent completion; announcing twice is allowed (consumers key on recording_id).
+        # A lost race means a concurrent completion announced too: consumers key on recording_id.
+        self.store.save(recording.version, replace(recording, notified=True))
 
     def manifest(self, recording: StoredRecording) -> dict[str, Any]:
         metadata = recording.metadata

@@ -197,7 +197,7 @@ class Runtime:
         )
 
     def instance_events(self) -> InstanceEventService:
-        assignment = AssignmentService(self.registry, self.tickets, self.clock, self.settings.assignment())
+        assignment = self._queue()
         return InstanceEventService(
             self.registry,
             self.clock,
@@ -229,10 +229,14 @@ class Runtime:
             ),
         )
 
+    def _queue(self) -> AssignmentService:
+        """The request queue as the event handlers serve it: without on_queued, since they run (or are)
+        the evaluator and must not start it again, and without direct start."""
+        return AssignmentService(self.registry, self.tickets, self.clock, self.settings.assignment())
+
     def evaluator(self) -> Evaluator:
         settings = self.settings
-        # Without on_queued: the evaluator serves the queue, it must not start itself again.
-        assignment = AssignmentService(self.registry, self.tickets, self.clock, settings.assignment())
+        assignment = self._queue()
         options = EvaluatorOptions(
             dry_run=settings.dry_run,
             stale_after=float(settings.heartbeat_stale_seconds),

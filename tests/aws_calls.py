@@ -129,7 +129,6 @@ def policy_files(config_path: Path = ROOT / ".chalice" / "config.json") -> dict[
 def policy_problems(
     seen: Mapping[str, Mapping[str, tuple[str, str]]],
     files: Mapping[str, Mapping[str, Path]],
-    documents: Mapping[Path, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """Every recorded action that the Lambda's policy (in any stage) does not allow."""
     problems: list[str] = []
@@ -139,7 +138,7 @@ def policy_problems(
             problems.append(f"{function} made AWS calls but has no iam_policy_file in .chalice/config.json")
             continue
         for stage, path in sorted(stages.items()):
-            document = documents[path] if documents and path in documents else json.loads(path.read_text())
+            document = json.loads(path.read_text())
             patterns = policy_actions(document)
             for action, (call, test) in sorted(actions.items()):
                 if not allows(patterns, action):

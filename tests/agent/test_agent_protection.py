@@ -174,3 +174,19 @@ def test_refused_sessions_are_reported_as_failed_uploads_within_pending(make_age
 
     body = status_api.reports()[0].body
     assert (body["pending_uploads"], body["failed_uploads"]) == (2, 1)
+
+
+def test_an_unreadable_spool_still_lets_the_report_go_out(make_agent, status_api, tmp_path, monkeypatch):
+    from agent.spool import Spool, SpoolError
+
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+
+    def broken(self):
+        raise SpoolError("cannot list the spool")
+
+    monkeypatch.setattr(Spool, "entries", broken)
+    make_agent(spool_dir=str(spool_dir)).tick()
+
+    body = status_api.reports()[0].body
+    assert body["pending_uploads"] == 0 and "failed_uploads" not in body

@@ -18,9 +18,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 MERGE_TEMPLATE = ".chalice/resources.yaml"
@@ -58,7 +55,6 @@ def package(stage: str, out: Path, root: Path = ROOT) -> Path:
             shutil.copy2(source, project / ".chalice" / source.name)
         shutil.copy2(root / MERGE_TEMPLATE, project / MERGE_TEMPLATE)
         env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-        env.pop("AWS_PROFILE", None)
         env.update(OFFLINE_ENV)
         out = out.resolve()
         if out.exists():
@@ -74,33 +70,6 @@ def package(stage: str, out: Path, root: Path = ROOT) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"chalice package failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return out / TEMPLATE_NAME
-
-
-class _CloudFormationLoader(yaml.SafeLoader):
-    """Reads short-form tags (`!Ref x`) as their long form, in case a template has them."""
-
-
-def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-        if suffix == "GetAtt":
-            value = str(value).split(".", 1)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    return {name: value}
-
-
-_CloudFormationLoader.add_multi_constructor("!", _tag)
-
-
-def load_template(path: Path) -> dict[str, Any]:
-    with path.open(encoding="utf-8") as handle:
-        loaded = yaml.load(handle, Loader=_CloudFormationLoader)  # a SafeLoader subclass: no arbitrary objects
-    assert isinstance(loaded, dict)
-    return loaded
 
 
 def main(argv: list[str] | None = None) -> int:

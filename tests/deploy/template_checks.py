@@ -20,7 +20,13 @@ AUTHORIZER_LAMBDAS = ("JitsiJwt",)
 
 # Set by the template whatever the code's defaults: names of the stack's own resources.
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
-    "APIHandler": ("RECORDINGS_BUCKET", "RECORDINGS_SSE", "ALERTS_TOPIC_ARN"),
+    "APIHandler": (
+        "RECORDINGS_BUCKET",
+        "RECORDINGS_SSE",
+        "ALERTS_TOPIC_ARN",
+        "RECORDING_READY_TOPIC_ARN",
+        "LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS",
+    ),
     **{name: ("ALERTS_TOPIC_ARN", "LIFECYCLE_HEARTBEAT_TIMEOUT_SECONDS") for name in SETTINGS_LAMBDAS[1:]},
 }
 
@@ -44,10 +50,6 @@ class _Recording(Mapping[str, str]):
 
     def __len__(self) -> int:
         return 0
-
-
-# The recording-ready topic.
-READY_TOPIC = ("RECORDING_READY_TOPIC_ARN",)
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,6 @@ def env_problems(template: Mapping[str, Any], documented: set[str]) -> list[str]
     problems: list[str] = []
     for function, (reads, must_set) in wanted.items():
         variables = resources[function]["Properties"].get("Environment", {}).get("Variables", {})
-        if function == "APIHandler":
-            must_set = (*must_set, *(name for name in READY_TOPIC if name in reads.names))
         for group in sorted({*reads.required, *((name,) for name in must_set)}):
             if not any(name in variables for name in group):
                 names = " or ".join(group)

@@ -15,7 +15,7 @@ import pytest
 from chalicelib import bootstrap
 from chalicelib.dynamodb_registry import STATE_INDEX
 from tests.aws_calls import policy_actions
-from tests.deploy.chalice_package import load_template, package
+from tests.deploy.chalice_package import package
 from tests.deploy.template_checks import documented_settings, env_problems
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def packaged(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def template(packaged: Path) -> dict[str, Any]:
-    return load_template(packaged)
+    return bootstrap.load_template(packaged)
 
 
 def resources_of(template: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -222,7 +222,7 @@ def test_template_md_names_every_parameter_output_and_resource_of_the_packaged_t
         # Named itself, by a wildcard row, or as a part of a named one ("`RecordingsBucket` (+ policy)").
         return resource in named or resource.endswith(suffixes) or any(resource.startswith(n) for n in named)
 
-    merged = load_merge_template()
+    merged = bootstrap.load_template()
     missing = {
         "parameters": sorted(set(template.get("Parameters", {})) - named),
         "outputs": sorted(set(template.get("Outputs", {})) - named),
@@ -233,20 +233,3 @@ def test_template_md_names_every_parameter_output_and_resource_of_the_packaged_t
         r"^\| `(\w+)`", guide[guide.index("## Outputs") : guide.index("## The group")], re.M
     )
     assert set(documented_outputs) <= set(template["Outputs"]), "template.md lists an output the stack lacks"
-
-
-def load_merge_template() -> dict[str, Any]:
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    def any_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
-        if isinstance(node, yaml.ScalarNode):
-            return loader.construct_scalar(node)
-        if isinstance(node, yaml.SequenceNode):
-            return loader.construct_sequence(node)
-        return loader.construct_mapping(node)  # type: ignore[arg-type]
-
-    Loader.add_multi_constructor("!", any_tag)
-    return dict(yaml.load((ROOT / ".chalice" / "resources.yaml").read_text(), Loader=Loader))
