@@ -60,6 +60,8 @@ class Settings:
     tombstone_days: int = 7
     min_idle: int = 1
     service_level: float = 0.995
+    min_spared_per_hour: float = 1.0
+    warm_pool_service_level: float = 0.95
     scale_in_hold_seconds: int = 300
     max_scale_in_step: int = 2
     evaluate_on_busy: bool = True
@@ -142,6 +144,8 @@ class Settings:
         return PolicySettings(
             min_idle=self.min_idle,
             service_level=self.service_level,
+            min_spared_per_hour=self.min_spared_per_hour,
+            warm_pool_service_level=self.warm_pool_service_level,
             scale_in_hold_seconds=float(self.scale_in_hold_seconds),
             max_scale_in_step=self.max_scale_in_step,
             evaluate_on_busy=self.evaluate_on_busy,
@@ -175,6 +179,8 @@ class Settings:
             tombstone_days=reader.integer("TOMBSTONE_DAYS", 7, minimum=1, maximum=365),
             min_idle=reader.integer("MIN_IDLE", 1, minimum=0, maximum=1000),
             service_level=reader.number("SERVICE_LEVEL", 0.995, minimum=0.5, maximum=0.9999),
+            min_spared_per_hour=reader.number("MIN_SPARED_PER_HOUR", 1.0, minimum=0.0, maximum=1000.0),
+            warm_pool_service_level=reader.number("WARM_POOL_SERVICE_LEVEL", 0.95, minimum=0.5, maximum=0.9999),
             scale_in_hold_seconds=reader.integer("SCALE_IN_HOLD_SECONDS", 300, minimum=0, maximum=86_400),
             max_scale_in_step=reader.integer("MAX_SCALE_IN_STEP", 2, minimum=1, maximum=100),
             evaluate_on_busy=reader.boolean("EVALUATE_ON_BUSY", True),

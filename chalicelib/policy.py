@@ -21,6 +21,19 @@ class PolicySettings:
     # Probability that the idle buffer covers every arrival during the provisioning lead
     # time (Poisson). 0.995 is what "served immediately" targets; lower is cheaper.
     service_level: float = 0.995
+    # A buffer recorder beyond the floor (`min_idle`, schedule) is kept only while it is
+    # expected to serve at least this many requests an hour that would otherwise wait: the
+    # k-th idle recorder serves the arrivals that find k-1 others already taken within one
+    # lead time, rate x P(N = k-1). It costs an instance-hour per hour whatever the rate, so
+    # in a busy hour it spares many waits and is kept, while at a few requests an hour a
+    # second idle recorder spares one wait every two or three hours. 1 pays at most about an
+    # instance-hour per spared wait of a warm start; 0 keeps whatever the service level asks.
+    min_spared_per_hour: float = 1.0
+    # Certainty with which the warm pool covers the warm starts asked for during one refill
+    # (a cold launch). Lower than the buffer's: a short pool delays a replacement, not a
+    # request, since the buffer then covers a cold lead time instead; every parked instance
+    # is a paid boot, and one discarded when the pool shrinks is a boot wasted.
+    warm_pool_service_level: float = 0.95
     # An idle recorder is drained only after being idle this long while the pool has
     # surplus. Holding it costs its price per second; replacing it later costs a launch
     # (about 240 s of billed boot, or a warm start plus refilling the pool), so holding
@@ -117,6 +130,15 @@ def poisson_quantile(mean: float, level: float) -> int:
     return k
 
 
+def poisson_pmf(mean: float, k: int) -> float:
+    """P(X = k) for X ~ Poisson(mean), in logs so that large means do not overflow."""
+    if k < 0:
+        return 0.0
+    if mean <= 0:
+        return 1.0 if k == 0 else 0.0
+    return math.exp(k * math.log(mean) - mean - math.lgamma(k + 1))
+
+
 def reaction_seconds(settings: PolicySettings) -> float:
     """At worst, from an arrival taking an idle recorder to the decision that asks for its replacement."""
     if settings.evaluate_on_busy:
@@ -141,12 +163,22 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
     expected = rate * lead
     floor = max(settings.min_idle, min_idle_at(settings.schedule, snapshot.now))
     forecast = poisson_quantile(expected, settings.service_level)
+    wanted = forecast
+    while forecast > floor and rate * 3600 * poisson_pmf(expected, forecast - 1) < settings.min_spared_per_hour:
+        forecast -= 1
     buffer = max(floor, forecast) + demand.booked + snapshot.queued
     why.insert(
         0,
         f"buffer {buffer} = max(min_idle {floor}, forecast {forecast} for {expected:.2f} arrivals in {lead:.0f} s)"
         f" + booked {demand.booked} + queued {snapshot.queued}",
     )
+    if forecast < wanted:
+        spared = rate * 3600 * poisson_pmf(expected, forecast)
+        why.insert(
+            1,
+            f"idle recorder {forecast + 1} not kept: it would serve {spared:.2f} waiting requests an hour"
+            f" (< min_spared_per_hour {settings.min_spared_per_hour:g})",
+        )
 
     ready = len(snapshot.idle) + snapshot.launching
     desired = snapshot.desired
@@ -197,7 +229,7 @@ def _warm_pool_size(rate: float, demand: DemandStats, settings: PolicySettings) 
         return 0
     if settings.warm_pool != "auto":
         return int(settings.warm_pool)
-    # Enough stopped instances to cover what arrives while the pool refills (a cold launch),
-    # plus booked starts. Sized from the recent peak, so the pool is not refilled after every
-    # lull: each refill is a paid cold launch.
-    return max(1, poisson_quantile(rate * demand.cold_lead_seconds, settings.service_level)) + demand.booked
+    # Enough stopped instances to cover what arrives while the pool refills (a cold launch), at
+    # `warm_pool_service_level`, plus booked starts. Sized from the recent peak, so the pool is
+    # not refilled after every lull: each refill is a paid cold launch.
+    return max(1, poisson_quantile(rate * demand.cold_lead_seconds, settings.warm_pool_service_level)) + demand.booked

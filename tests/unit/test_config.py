@@ -33,6 +33,10 @@ def test_every_problem_is_named_in_one_error() -> None:
         ("AGENT_ROLE_NAME", "role/with/path"),
         ("RECORDINGS_BUCKET", "Upper_Case"),
         ("POOL_NAME", "x"),
+        ("MIN_SPARED_PER_HOUR", "-1"),
+        ("MIN_SPARED_PER_HOUR", "often"),
+        ("WARM_POOL_SERVICE_LEVEL", "1"),
+        ("WARM_POOL_SERVICE_LEVEL", "0.2"),
     ],
 )
 def test_invalid_values_are_refused_with_their_name(name: str, value: str) -> None:
@@ -96,3 +100,10 @@ def test_bad_recordings_settings_are_named(name: str, value: str, words: str) ->
     with pytest.raises(SettingsError, match=name) as caught:
         Settings.from_env({**VALID, name: value})
     assert words in str(caught.value)
+
+
+def test_buffer_and_warm_pool_limits_reach_the_policy() -> None:
+    default = Settings.from_env(VALID).policy()
+    assert (default.min_spared_per_hour, default.warm_pool_service_level) == (1.0, 0.95)
+    tuned = Settings.from_env({**VALID, "MIN_SPARED_PER_HOUR": "0", "WARM_POOL_SERVICE_LEVEL": "0.995"}).policy()
+    assert (tuned.min_spared_per_hour, tuned.warm_pool_service_level) == (0.0, 0.995)

@@ -13,6 +13,7 @@ from chalicelib.policy import (
     PolicySettings,
     PoolSnapshot,
     decide,
+    poisson_pmf,
     poisson_quantile,
     reaction_seconds,
 )
@@ -20,7 +21,12 @@ from chalicelib.schedule import parse_schedule
 
 NOW = 1_795_000_000.0  # a Tuesday, 2026-11-17 08:26:40 UTC
 QUIET = DemandStats(0.0, 0.0, None, 0, cold_lead_seconds=240.0, warm_lead_seconds=45.0)
-SETTINGS = PolicySettings(warm_pool="off")
+# The rules one at a time: the spared-waits limit is off unless a test is about it.
+SETTINGS = PolicySettings(warm_pool="off", min_spared_per_hour=0.0)
+
+
+def settings(**changes: object) -> PolicySettings:
+    return dataclasses.replace(SETTINGS, **changes)  # type: ignore[arg-type]
 
 
 def snapshot(
@@ -73,15 +79,20 @@ def test_buffer_covers_arrivals_during_the_lead_time_and_the_evaluation_interval
 
 
 def test_a_warm_pool_shortens_the_lead_time_and_the_buffer() -> None:
-    settings = PolicySettings(warm_pool="auto")
-    decision = decide(snapshot(idle=0, busy=5, warm=6), rate(1.0), settings)
+    auto = settings(warm_pool="auto")
+    decision = decide(snapshot(idle=0, busy=5, warm=6), rate(1.0), auto)
     # 45 s + 60 s at 1/min: mean 1.75, 99.5 % quantile 6, and the pool holds 6.
     assert decision.buffer_target == 6
-    assert decision.warm_pool_size == 10  # covers a cold refill (240 s, mean 4) at the service level
+    # The pool covers a cold refill (240 s, mean 4) at the warm pool's own level: 8 at 95 %, 10 at 99.5 %.
+    assert decision.warm_pool_size == 8
+    assert (
+        decide(snapshot(idle=1), rate(1.0), settings(warm_pool="auto", warm_pool_service_level=0.995)).warm_pool_size
+        == 10
+    )
 
 
 def test_a_warm_pool_too_small_for_the_buffer_leaves_it_to_cold_launches() -> None:
-    decision = decide(snapshot(idle=0, busy=5, warm=5), rate(1.0), PolicySettings(warm_pool="5"))
+    decision = decide(snapshot(idle=0, busy=5, warm=5), rate(1.0), settings(warm_pool="5"))
     assert decision.buffer_target == 12
 
 
@@ -167,9 +178,9 @@ def test_no_flapping_a_steady_pool_at_its_buffer_does_nothing() -> None:
     assert "at buffer" in decision.reason
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("off", 0), ("7", 7), ("auto", 10)])
+@pytest.mark.parametrize(("mode", "expected"), [("off", 0), ("7", 7), ("auto", 8)])
 def test_warm_pool_size(mode: str, expected: int) -> None:
-    assert decide(snapshot(idle=1), rate(1.0), PolicySettings(warm_pool=mode)).warm_pool_size == expected
+    assert decide(snapshot(idle=1), rate(1.0), settings(warm_pool=mode)).warm_pool_size == expected
 
 
 def test_with_the_busy_trigger_the_buffer_covers_the_lead_time_and_the_reaction_margin_only() -> None:
@@ -177,22 +188,68 @@ def test_with_the_busy_trigger_the_buffer_covers_the_lead_time_and_the_reaction_
     # at 0.995); 45 + 30 s expects 0.083 (P(<= 1) = 0.9967, so 1).
     demand = dataclasses.replace(rate(4 / 60), cold_lead_seconds=240.0, warm_lead_seconds=45.0)
     pool = snapshot(idle=0, busy=1, warm=5)
-    scheduled = decide(pool, demand, PolicySettings(warm_pool="5"))
-    triggered = decide(pool, demand, PolicySettings(warm_pool="5", evaluate_on_busy=True))
+    scheduled = decide(pool, demand, settings(warm_pool="5"))
+    triggered = decide(pool, demand, settings(warm_pool="5", evaluate_on_busy=True))
     assert scheduled.buffer_target == 2 and "in 105 s" in scheduled.reason
     assert triggered.buffer_target == 1 and "in 75 s" in triggered.reason
 
 
 def test_the_reaction_margin_never_exceeds_the_evaluation_interval() -> None:
-    settings = PolicySettings(warm_pool="off", evaluate_on_busy=True, busy_reaction_seconds=600.0)
-    assert reaction_seconds(settings) == settings.evaluation_interval_seconds
-    assert reaction_seconds(dataclasses.replace(settings, evaluate_on_busy=False)) == 60.0
-    assert reaction_seconds(dataclasses.replace(settings, busy_reaction_seconds=30.0)) == 30.0
+    margin = settings(warm_pool="off", evaluate_on_busy=True, busy_reaction_seconds=600.0)
+    assert reaction_seconds(margin) == margin.evaluation_interval_seconds
+    assert reaction_seconds(dataclasses.replace(margin, evaluate_on_busy=False)) == 60.0
+    assert reaction_seconds(dataclasses.replace(margin, busy_reaction_seconds=30.0)) == 30.0
 
 
 def test_with_the_busy_trigger_a_smaller_warm_pool_is_enough_for_warm_launches() -> None:
     # 1 arrival a minute: over 45 + 60 s the buffer needs 6, more than the pool's 5, so launches are
     # cold; over 45 + 30 s (mean 1.25) it needs 5, which the pool holds.
     pool = snapshot(idle=0, busy=5, warm=5)
-    assert decide(pool, rate(1.0), PolicySettings(warm_pool="5")).buffer_target == 12
-    assert decide(pool, rate(1.0), PolicySettings(warm_pool="5", evaluate_on_busy=True)).buffer_target == 5
+    assert decide(pool, rate(1.0), settings(warm_pool="5")).buffer_target == 12
+    assert decide(pool, rate(1.0), settings(warm_pool="5", evaluate_on_busy=True)).buffer_target == 5
+
+
+@pytest.mark.parametrize(("mean", "k", "expected"), [(0.0, 0, 1.0), (0.0, 2, 0.0), (1.0, 0, 0.3679), (2.0, 3, 0.1804)])
+def test_poisson_pmf(mean: float, k: int, expected: float) -> None:
+    assert poisson_pmf(mean, k) == pytest.approx(expected, abs=1e-4)
+
+
+def test_poisson_pmf_of_a_huge_mean_stays_finite() -> None:
+    assert poisson_pmf(5000.0, 5000) == pytest.approx(1 / math.sqrt(2 * math.pi * 5000), rel=1e-3)
+    assert poisson_pmf(1e6, 2_000_000) == 0.0
+
+
+def test_a_second_idle_recorder_that_would_spare_few_waits_is_not_kept() -> None:
+    # 5 arrivals an hour over a warm start decided up to 60 s late (105 s): mean 0.146, and
+    # P(N <= 1) = 0.990 < 0.995, so the service level asks for 2. The second idle recorder serves only
+    # the arrivals that find the first one taken: 5 x P(N = 1) = 0.63 an hour.
+    demand = rate(5 / 60)
+    pool = snapshot(idle=0, busy=1, warm=5)
+    strict = decide(pool, demand, settings(warm_pool="5"))
+    lean = decide(pool, demand, settings(warm_pool="5", min_spared_per_hour=1.0))
+    generous = decide(pool, demand, settings(warm_pool="5", min_spared_per_hour=0.5))
+    assert strict.buffer_target == 2
+    assert lean.buffer_target == 1 and "idle recorder 2 not kept: it would serve 0.63" in lean.reason
+    assert generous.buffer_target == 2
+
+
+def test_in_a_busy_hour_the_spared_waits_limit_trims_only_the_tail() -> None:
+    # 1 arrival a minute over 240 + 60 s: mean 5, 12 at 99.5 %. The 12th serves 60 x P(N = 11) = 0.49
+    # waiting requests an hour, the 11th 60 x P(N = 10) = 1.09: only the 12th goes.
+    decision = decide(snapshot(idle=3, busy=5), rate(1.0), settings(min_spared_per_hour=1.0))
+    assert decision.buffer_target == 11
+
+
+def test_the_spared_waits_limit_never_goes_below_the_floor() -> None:
+    # One arrival a day: the first idle recorder would spare almost nothing, but min_idle keeps it,
+    # and a schedule override raises the floor the limit cannot cut into.
+    demand = rate(1 / 1440)
+    assert decide(snapshot(idle=0), demand, settings(min_spared_per_hour=1.0)).buffer_target == 1
+    schedule = parse_schedule("mon-fri 08:00-18:00 min_idle=3")
+    held = decide(snapshot(idle=0), demand, settings(min_spared_per_hour=5.0, schedule=schedule))
+    assert held.buffer_target == 3
+
+
+def test_booked_and_queued_requests_are_never_trimmed_by_the_spared_waits_limit() -> None:
+    decision = decide(snapshot(idle=0, queued=2), rate(5 / 60, booked=3), settings(min_spared_per_hour=100.0))
+    assert decision.buffer_target == 1 + 3 + 2
