@@ -61,7 +61,7 @@ class Settings:
     min_idle: int = 1
     service_level: float = 0.995
     min_spared_per_hour: float = 1.0
-    warm_pool_service_level: float = 0.95
+    warm_pool_service_level: float = 0.99
     scale_in_hold_seconds: int = 300
     max_scale_in_step: int = 2
     evaluate_on_busy: bool = True
@@ -180,7 +180,7 @@ class Settings:
             min_idle=reader.integer("MIN_IDLE", 1, minimum=0, maximum=1000),
             service_level=reader.number("SERVICE_LEVEL", 0.995, minimum=0.5, maximum=0.9999),
             min_spared_per_hour=reader.number("MIN_SPARED_PER_HOUR", 1.0, minimum=0.0, maximum=1000.0),
-            warm_pool_service_level=reader.number("WARM_POOL_SERVICE_LEVEL", 0.95, minimum=0.5, maximum=0.9999),
+            warm_pool_service_level=reader.number("WARM_POOL_SERVICE_LEVEL", 0.99, minimum=0.5, maximum=0.9999),
             scale_in_hold_seconds=reader.integer("SCALE_IN_HOLD_SECONDS", 300, minimum=0, maximum=86_400),
             max_scale_in_step=reader.integer("MAX_SCALE_IN_STEP", 2, minimum=1, maximum=100),
             evaluate_on_busy=reader.boolean("EVALUATE_ON_BUSY", True),

@@ -30,10 +30,11 @@ class PolicySettings:
     # instance-hour per spared wait of a warm start; 0 keeps whatever the service level asks.
     min_spared_per_hour: float = 1.0
     # Certainty with which the warm pool covers the warm starts asked for during one refill
-    # (a cold launch). Lower than the buffer's: a short pool delays a replacement, not a
-    # request, since the buffer then covers a cold lead time instead; every parked instance
-    # is a paid boot, and one discarded when the pool shrinks is a boot wasted.
-    warm_pool_service_level: float = 0.95
+    # (a cold launch). A little lower than the buffer's: every parked instance is a paid boot,
+    # and one discarded when the pool shrinks is a boot wasted. Not much lower: a short pool
+    # turns a replacement into a cold launch, and a burst then waits minutes (at 0.95 one
+    # request of the 1,000-recording day trace waited 171 s; BENCHMARKS.md).
+    warm_pool_service_level: float = 0.99
     # An idle recorder is drained only after being idle this long while the pool has
     # surplus. Holding it costs its price per second; replacing it later costs a launch
     # (about 240 s of billed boot, or a warm start plus refilling the pool), so holding

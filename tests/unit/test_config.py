@@ -104,6 +104,6 @@ def test_bad_recordings_settings_are_named(name: str, value: str, words: str) ->
 
 def test_buffer_and_warm_pool_limits_reach_the_policy() -> None:
     default = Settings.from_env(VALID).policy()
-    assert (default.min_spared_per_hour, default.warm_pool_service_level) == (1.0, 0.95)
+    assert (default.min_spared_per_hour, default.warm_pool_service_level) == (1.0, 0.99)
     tuned = Settings.from_env({**VALID, "MIN_SPARED_PER_HOUR": "0", "WARM_POOL_SERVICE_LEVEL": "0.995"}).policy()
     assert (tuned.min_spared_per_hour, tuned.warm_pool_service_level) == (0.0, 0.995)

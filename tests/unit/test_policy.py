@@ -83,8 +83,8 @@ def test_a_warm_pool_shortens_the_lead_time_and_the_buffer() -> None:
     decision = decide(snapshot(idle=0, busy=5, warm=6), rate(1.0), auto)
     # 45 s + 60 s at 1/min: mean 1.75, 99.5 % quantile 6, and the pool holds 6.
     assert decision.buffer_target == 6
-    # The pool covers a cold refill (240 s, mean 4) at the warm pool's own level: 8 at 95 %, 10 at 99.5 %.
-    assert decision.warm_pool_size == 8
+    # The pool covers a cold refill (240 s, mean 4) at the warm pool's own level: 9 at 99 %, 10 at 99.5 %.
+    assert decision.warm_pool_size == 9
     assert (
         decide(snapshot(idle=1), rate(1.0), settings(warm_pool="auto", warm_pool_service_level=0.995)).warm_pool_size
         == 10
@@ -178,7 +178,7 @@ def test_no_flapping_a_steady_pool_at_its_buffer_does_nothing() -> None:
     assert "at buffer" in decision.reason
 
 
-@pytest.mark.parametrize(("mode", "expected"), [("off", 0), ("7", 7), ("auto", 8)])
+@pytest.mark.parametrize(("mode", "expected"), [("off", 0), ("7", 7), ("auto", 9)])
 def test_warm_pool_size(mode: str, expected: int) -> None:
     assert decide(snapshot(idle=1), rate(1.0), settings(warm_pool=mode)).warm_pool_size == expected
 
