@@ -397,7 +397,7 @@ class Demo:
         rng = random.Random(session_id)
         low, high = self.config.recording_kib
         data = rng.randbytes(rng.randint(low, high) * KIB)
-        name = f"{room}_{time.strftime('%Y-%m-%d-%H-%M-%S', time.gmtime(self.clock.now()))}.mp4"
+        name = recording_name(room, self.clock.now())
         made = RecordingMade(
             session_id, recorder.instance_id, room, {name: hashlib.sha256(data).hexdigest()}, len(data)
         )
@@ -520,6 +520,11 @@ class Demo:
                     problems.append(f"{name}: S3 object checksum differs")
             made.verified = not problems
             made.problem = "; ".join(problems) or None
+
+
+def recording_name(room: str, at: float) -> str:
+    """The file name Jibri gives a recording: the room and its start in the host's local time."""
+    return f"{room}_{time.strftime('%Y-%m-%d-%H-%M-%S', time.localtime(at))}.mp4"
 
 
 def _spool_count(recorder: SimRecorder | None) -> int:
