@@ -69,7 +69,8 @@ class AgentConfig:
     # Recordings: the finalize script spools each session directory; the uploader sends it to S3.
     upload_enabled: bool = True
     spool_dir: str = "/var/spool/jibri-agent"
-    # When set, only session directories directly inside it are uploaded (and deleted afterwards).
+    # Jibri's recordings-directory: only session directories directly inside it are uploaded (and deleted
+    # afterwards). parse_config requires it while uploads are enabled; the uploader refuses every session without.
     recordings_dir: str | None = None
     part_size: int = 8 * MIB
     upload_concurrency: int = 4
@@ -115,11 +116,42 @@ def load_spool_dir(path: str | None = None, environ: Mapping[str, str] | None = 
     )
 
 
+RECORDINGS_DIR_EXPECTED = (
+    "Jibri's recordings directory, the absolute path of recordings-directory in jibri.conf "
+    "(jibri { recording { recordings-directory = ... } })"
+)
+
+
 def parse_config(values: Mapping[str, str]) -> AgentConfig:
     unknown = sorted(set(values) - set(KEYS))
     if unknown:
         raise ConfigError(unknown[0], f"no such setting; known settings: {', '.join(KEYS)}", values[unknown[0]])
-    reader = _Reader(values)
+    config = _parse(_Reader(values))
+    _check_recordings_dir(config)
+    return config
+
+
+def _check_recordings_dir(config: AgentConfig) -> None:
+    """The uploader runs as root and deletes what it uploads: it takes sessions only from Jibri's directory."""
+    recordings = config.recordings_dir
+    if recordings is None:
+        if config.upload_enabled:
+            raise ConfigError(
+                "recordings_dir",
+                f"{RECORDINGS_DIR_EXPECTED}; it is required while upload_enabled is true, as only session "
+                "directories directly inside it are uploaded and then deleted",
+            )
+        return
+    if os.path.dirname(recordings) == recordings:
+        raise ConfigError("recordings_dir", f"{RECORDINGS_DIR_EXPECTED}, not the root directory", recordings)
+    spool = config.spool_dir
+    if spool == recordings or spool.startswith(recordings.rstrip(os.path.sep) + os.path.sep):
+        raise ConfigError(
+            "recordings_dir", f"{RECORDINGS_DIR_EXPECTED}, one that does not hold spool_dir {spool}", recordings
+        )
+
+
+def _parse(reader: _Reader) -> AgentConfig:
     defaults = AgentConfig(api_url="http://unused")
     return AgentConfig(
         api_url=reader.required("api_url", _http_url, "an http(s) URL of the control plane API, e.g. https://x/api"),
@@ -159,7 +191,7 @@ def parse_config(values: Mapping[str, str]) -> AgentConfig:
         log_level=reader.optional("log_level", _level, f"one of {', '.join(LEVELS)}") or defaults.log_level,
         upload_enabled=reader.flag("upload_enabled", defaults.upload_enabled),
         spool_dir=reader.optional("spool_dir", _absolute_path, "an absolute directory path") or defaults.spool_dir,
-        recordings_dir=reader.optional("recordings_dir", _absolute_path, "Jibri's recordings directory, absolute"),
+        recordings_dir=reader.optional("recordings_dir", _absolute_path, RECORDINGS_DIR_EXPECTED),
         part_size=reader.size("part_size", defaults.part_size, MIN_PART_SIZE, MAX_PART_SIZE),
         upload_concurrency=reader.integer("upload_concurrency", defaults.upload_concurrency, 1, MAX_UPLOAD_CONCURRENCY),
     )

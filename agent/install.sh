@@ -4,7 +4,9 @@
 #   API_URL=https://.../api ./install.sh   also set api_url in a newly written agent.ini
 # Environment: PREFIX (/opt/jibri-agent), CONFIG_DIR (/etc/jibri-agent), UNIT_DIR (/etc/systemd/system),
 # PYTHON (python3), BOTO3_SPEC (boto3==1.44.5), NO_SYSTEMD=1 to skip systemctl, JIBRI_USER (jibri: the user
-# Jibri runs as, who writes the spool), SPOOL_DIR (default: spool_dir of agent.ini, else /var/spool/jibri-agent).
+# Jibri runs as, who writes the spool), SPOOL_DIR (default: spool_dir of agent.ini, else /var/spool/jibri-agent),
+# JIBRI_CONF (/etc/jitsi/jibri/jibri.conf), RECORDINGS_DIR (default: recordings-directory in JIBRI_CONF; written
+# as recordings_dir into an agent.ini that has none, and required when JIBRI_CONF does not name it).
 set -euo pipefail
 
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -26,6 +28,54 @@ if [[ -z "${NO_SYSTEMD:-}" && "$(id -u)" -ne 0 ]]; then
 fi
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || die "$PYTHON is older than 3.10; install a newer python3 (and python3-venv)"
+
+# The last value of KEY in agent.ini ("key = value" or "key: value"), trailing blanks removed.
+ini_value() {
+    sed -n -E "s/^[[:space:]]*$1[[:space:]]*[=:][[:space:]]*//p" "$CONFIG_DIR/agent.ini" | tail -n 1 \
+        | sed -E 's/[[:space:]]+$//'
+}
+
+# Jibri's recordings-directory from jibri.conf (HOCON: nested in jibri { recording { } }, on one line or several,
+# or dotted; = or :; quoted or not); the last one wins, as in HOCON. Empty when the file does not set it.
+jibri_recordings_dir() {
+    sed -E -e '/^[[:space:]]*(#|\/\/)/d' \
+        -e 's/.*recordings-directory"?[[:space:]]*[=:][[:space:]]*"?([^"#,}]*).*/\1/p' -e d "$JIBRI_CONF" \
+        | tail -n 1 | sed -E 's/[[:space:]]+$//'
+}
+
+# The uploader runs as root and deletes what it uploads, so it needs recordings_dir: only session directories
+# directly inside Jibri's recordings directory are uploaded and deleted. Settled before anything is installed.
+RECORDINGS_DIR_NEEDED=yes
+if [[ -e "$CONFIG_DIR/agent.ini" ]]; then
+    if [[ -n "$(ini_value recordings_dir)" ]]; then
+        RECORDINGS_DIR_NEEDED=no
+    elif [[ "$(ini_value upload_enabled | tr '[:upper:]' '[:lower:]')" =~ ^(0|false|no|off)$ ]]; then
+        RECORDINGS_DIR_NEEDED=no
+    fi
+fi
+if [[ "$RECORDINGS_DIR_NEEDED" == yes ]]; then
+    if [[ -z "${RECORDINGS_DIR:-}" ]]; then
+        [[ -r "$JIBRI_CONF" ]] || die "cannot read $JIBRI_CONF to find Jibri's recordings-directory; rerun with" \
+            "RECORDINGS_DIR=<the recordings-directory Jibri uses> (or JIBRI_CONF=<path of jibri.conf>)"
+        RECORDINGS_DIR="$(jibri_recordings_dir)"
+        # Jibri's own default (reference.conf) is /tmp/recordings, which the agent's unit cannot see (PrivateTmp).
+        [[ -n "$RECORDINGS_DIR" ]] || die "$JIBRI_CONF sets no recordings-directory, so Jibri records in" \
+            "/tmp/recordings, which the agent cannot see; set jibri { recording { recordings-directory =" \
+            "\"/srv/recordings\" } } there (or another directory outside /tmp and /home) and rerun, or rerun" \
+            "with RECORDINGS_DIR=<the recordings-directory Jibri uses>"
+    fi
+    [[ "$RECORDINGS_DIR" == /* ]] || die "Jibri's recordings-directory must be an absolute path, not $RECORDINGS_DIR"
+    [[ "$RECORDINGS_DIR" =~ ^[A-Za-z0-9._/@+,=:-]+$ ]] \
+        || die "recordings-directory $RECORDINGS_DIR has characters this script does not write; set" \
+            "recordings_dir in $CONFIG_DIR/agent.ini yourself and rerun"
+    RECORDINGS_DIR="$(realpath -m "$RECORDINGS_DIR")"
+    case "$RECORDINGS_DIR/" in
+        // | /tmp/* | /var/tmp/* | /home/* | /root/* | /run/user/*)
+            die "recordings-directory $RECORDINGS_DIR is hidden from the agent (its unit has PrivateTmp and" \
+                "ProtectHome) or is the root directory; point Jibri's recordings-directory elsewhere, e.g." \
+                "/srv/recordings, and rerun" ;;
+    esac
+fi
 
 say "virtualenv in $PREFIX/venv with $BOTO3_SPEC"
 install -d -m 0755 "$PREFIX" "$PREFIX/lib"
@@ -54,6 +104,19 @@ else
         sed -i "s|^api_url = .*|api_url = ${API_URL//|/\\|}|" "$CONFIG_DIR/agent.ini"
     fi
     say "wrote $CONFIG_DIR/agent.ini from the example: set api_url there"
+fi
+if [[ "$RECORDINGS_DIR_NEEDED" == yes ]]; then
+    # In place of the example's commented line, else right under [agent].
+    if grep -q -E '^[#;][[:space:]]*recordings_dir[[:space:]]*[=:]' "$CONFIG_DIR/agent.ini"; then
+        sed -i -E "0,/^[#;][[:space:]]*recordings_dir[[:space:]]*[=:].*/s||recordings_dir = $RECORDINGS_DIR|" \
+            "$CONFIG_DIR/agent.ini"
+    else
+        sed -i -E "0,/^\[agent\][[:space:]]*$/s||[agent]\nrecordings_dir = $RECORDINGS_DIR|" "$CONFIG_DIR/agent.ini"
+    fi
+    grep -q -F -x "recordings_dir = $RECORDINGS_DIR" "$CONFIG_DIR/agent.ini" \
+        || die "could not write recordings_dir into $CONFIG_DIR/agent.ini (is there an [agent] line?)"
+    say "recordings_dir = $RECORDINGS_DIR in $CONFIG_DIR/agent.ini (Jibri's recordings-directory)"
+    [[ -d "$RECORDINGS_DIR" ]] || say "note: $RECORDINGS_DIR does not exist yet; Jibri records there"
 fi
 
 # The finalize script runs as Jibri's user, who cannot read agent.ini: the spool path is written into it.

@@ -283,8 +283,21 @@ def restarter(jibri: FakeJibri) -> Starter:
 
 
 @pytest.fixture
+def recordings_dir(tmp_path: Any) -> str:
+    """Jibri's recordings directory, which the agent requires while uploads are enabled."""
+    path = tmp_path / "jibri-recordings"
+    path.mkdir()
+    return str(path)
+
+
+@pytest.fixture
 def config(
-    moto_server: MotoServer, imds: FakeImds, jibri: FakeJibri, status_api: StubStatusApi, webhook_port: int
+    moto_server: MotoServer,
+    imds: FakeImds,
+    jibri: FakeJibri,
+    status_api: StubStatusApi,
+    webhook_port: int,
+    recordings_dir: str,
 ) -> AgentConfig:
     return AgentConfig(
         api_url=status_api.url,
@@ -296,6 +309,7 @@ def config(
         poll_interval_seconds=5,
         report_interval_seconds=30,
         request_timeout_seconds=2,
+        recordings_dir=recordings_dir,
     )
 
 

@@ -20,9 +20,12 @@ def _ini(tmp_path: Path, body: str) -> str:
     return str(path)
 
 
-def test_defaults_with_only_the_api_url(tmp_path):
-    config = load_config(_ini(tmp_path, "api_url = https://abc.execute-api.us-east-1.amazonaws.com/api/"), environ={})
-    assert config == AgentConfig(api_url="https://abc.execute-api.us-east-1.amazonaws.com/api")
+def test_defaults_with_only_the_api_url_and_the_recordings_dir(tmp_path):
+    body = "api_url = https://abc.execute-api.us-east-1.amazonaws.com/api/\nrecordings_dir = /srv/recordings"
+    config = load_config(_ini(tmp_path, body), environ={})
+    assert config == AgentConfig(
+        api_url="https://abc.execute-api.us-east-1.amazonaws.com/api", recordings_dir="/srv/recordings"
+    )
     assert config.imds_url == "http://169.254.169.254"
     assert config.jibri_health_url == "http://127.0.0.1:2222/jibri/api/v1.0/health"
     assert config.jibri_internal_url == "http://127.0.0.1:3333/jibri/api/internal/v1.0"
@@ -37,7 +40,10 @@ def test_defaults_with_only_the_api_url(tmp_path):
 
 
 def test_environment_overrides_the_file(tmp_path):
-    path = _ini(tmp_path, "api_url = https://a.example/api\npoll_interval_seconds = 2\nlog_level = debug")
+    path = _ini(
+        tmp_path,
+        "api_url = https://a.example/api\npoll_interval_seconds = 2\nlog_level = debug\nrecordings_dir = /srv/rec",
+    )
     env = {
         "JIBRI_AGENT_API_URL": "https://b.example:443/prod",
         "JIBRI_AGENT_REGION": "eu-west-1",

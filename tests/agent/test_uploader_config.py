@@ -4,21 +4,54 @@ from __future__ import annotations
 
 import pytest
 
-from agent.config import AgentConfig, ConfigError, load_spool_dir, parse_config
+from agent.config import AgentConfig, ConfigError, load_config, load_spool_dir, parse_config
+
+BASE = {"api_url": "https://x/api", "recordings_dir": "/srv/recordings"}
 
 
 def test_defaults():
-    config = parse_config({"api_url": "https://x/api"})
+    config = parse_config(BASE)
     assert config.upload_enabled is True
-    assert (config.spool_dir, config.recordings_dir) == ("/var/spool/jibri-agent", None)
+    assert (config.spool_dir, config.recordings_dir) == ("/var/spool/jibri-agent", "/srv/recordings")
     assert (config.part_size, config.upload_concurrency) == (8 * 1024 * 1024, 4)
+
+
+def test_uploads_need_the_recordings_dir_and_the_error_says_what_to_set(tmp_path):
+    ini = tmp_path / "agent.ini"
+    ini.write_text("[agent]\napi_url = https://x/api\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(str(ini), environ={})
+    assert caught.value.key == "recordings_dir"
+    message = str(caught.value)
+    assert message.startswith("recordings_dir is missing")
+    assert "recordings-directory" in message and "jibri.conf" in message and "upload_enabled" in message
+    # Set in the environment, or with uploads off, the agent starts.
+    assert load_config(str(ini), environ={"JIBRI_AGENT_RECORDINGS_DIR": "/srv/rec/"}).recordings_dir == "/srv/rec"
+    off = load_config(str(ini), environ={"JIBRI_AGENT_UPLOAD_ENABLED": "false"})
+    assert off.upload_enabled is False and off.recordings_dir is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"recordings_dir": "/"}, "not the root directory"),
+        ({"recordings_dir": "/var/spool"}, "does not hold spool_dir /var/spool/jibri-agent"),
+        ({"recordings_dir": "/srv/rec", "spool_dir": "/srv/rec"}, "does not hold spool_dir"),
+        ({"recordings_dir": "/srv/rec", "spool_dir": "/srv/rec/spool"}, "does not hold spool_dir"),
+    ],
+)
+def test_a_recordings_dir_that_would_reach_beyond_jibris_sessions_is_refused(settings, expected):
+    with pytest.raises(ConfigError, match=expected) as caught:
+        parse_config({**BASE, **settings})
+    assert caught.value.key == "recordings_dir"
+    assert parse_config({**BASE, "recordings_dir": "/srv/rec", "spool_dir": "/srv/recordings-spool"})
 
 
 @pytest.mark.parametrize(
     ("raw", "size"), [("5242880", 5 << 20), ("16MiB", 16 << 20), ("16 mib", 16 << 20), ("5120KiB", 5 << 20)]
 )
 def test_part_size_takes_bytes_or_a_binary_unit(raw, size):
-    assert parse_config({"api_url": "https://x/api", "part_size": raw}).part_size == size
+    assert parse_config({**BASE, "part_size": raw}).part_size == size
 
 
 @pytest.mark.parametrize(
@@ -36,7 +69,7 @@ def test_part_size_takes_bytes_or_a_binary_unit(raw, size):
 )
 def test_bad_values_name_the_key(key, raw, expected):
     with pytest.raises(ConfigError, match=expected) as caught:
-        parse_config({"api_url": "https://x/api", key: raw})
+        parse_config({**BASE, key: raw})
     assert caught.value.key == key
 
 
