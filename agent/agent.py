@@ -22,7 +22,7 @@ from agent.jibri import CommandStarter, JibriClient, JibriHealth, JibriTimeout
 from agent.log import UTC, get_logger, set_instance_id
 from agent.protection import ProtectionKeeper
 from agent.reporter import Reply, Reporter, ReportRejected, StatusReport, TransientReportError
-from agent.spool import FAILED, Spool, SpoolError
+from agent.spool import Spool
 from agent.uploader import Uploader
 from agent.webhook import WebhookServer
 
@@ -77,8 +77,10 @@ class Agent:
         self._restart_jibri = jibri_restarter or CommandStarter(config.jibri_restart_command)
         # Recordings the finalize script spooled count as pending until the control plane confirms them.
         self._spool = Spool(config.spool_dir) if config.upload_enabled else None
+        # Of the pending uploads, those waiting for an operator, from the same scan; None: not known.
+        self._failed_uploads: int | None = None
         if pending_uploads is None:
-            pending_uploads = self._spool.count if self._spool is not None else no_pending_uploads
+            pending_uploads = self._scan_spool if self._spool is not None else no_pending_uploads
         self._pending_uploads_hook = pending_uploads
         self._uploader_thread: threading.Thread | None = None
         self._uploader: Uploader | None = None
@@ -142,18 +144,22 @@ class Agent:
     def target_lifecycle_state(self) -> str | None:
         return self._lifecycle
 
-    def _failed_uploads(self, pending: int) -> int | None:
-        """Spooled sessions the control plane refused: kept on disk, retried hourly, waiting for an operator.
+    def _scan_spool(self) -> int:
+        """Pending uploads, and the failed ones among them, from one read of the spool."""
+        assert self._spool is not None
+        self._failed_uploads = None  # unknown should the scan fail: the report then leaves it out
+        scan = self._spool.scan()
+        self._failed_uploads = scan.failed
+        return scan.pending
 
-        Part of `pending` (read in a scan of its own a moment earlier, so clamped to it); None when the spool
-        cannot be read, which must never stop the report itself."""
-        if self._spool is None:
+    def _failed_of(self, pending: int) -> int | None:
+        """Spooled sessions the control plane refused, or that cannot be read: kept on disk, waiting for an operator.
+
+        Read in the scan that counted `pending` (clamped to it, should a later look have changed the count);
+        None when the spool could not be read, which must never stop the report itself."""
+        if self._spool is None or self._failed_uploads is None:
             return None
-        try:
-            failed = sum(1 for entry in self._spool.entries() if entry.state == FAILED)
-        except (SpoolError, OSError, ValueError):
-            return None
-        return min(failed, pending)
+        return min(self._failed_uploads, pending)
 
     def _disk_free(self) -> int | None:
         """Free bytes where recordings land (the recordings directory, else the spool's file system)."""
@@ -391,7 +397,7 @@ class Agent:
             lifecycle,
             private_ip,
             disk_free_bytes=self._disk_free(),
-            failed_uploads=self._failed_uploads(pending),
+            failed_uploads=self._failed_of(pending),
         )
         try:
             reply = self._reporter.send(report)

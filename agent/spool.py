@@ -4,6 +4,11 @@ The finalize script (Jibri's user) adds entries; the uploader (the agent) update
 is written to a temporary file in the spool directory, flushed to disk, renamed over its final name and the
 directory flushed too, so a crash or power loss leaves either the old entry or the new one, never half of one.
 A temporary file left by a crash between write and rename is ignored and later swept away.
+
+The spool is writable by Jibri's user while the agent runs as root and deletes what it uploaded: an entry
+names its session directory only in a plain form (absolute, normalized, named after the session), and one
+that does not read as such is never acted on. It stays in place, counted as a pending and a failed upload,
+for an operator to look at.
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ import contextlib
 import json
 import os
 import re
+import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -33,6 +40,8 @@ _TEMP_PREFIX = ".tmp-"
 # A writer renames its temporary file within milliseconds; one this old belongs to a writer that died.
 STALE_TEMP_SECONDS = 3600.0
 _MAX_ENTRY_BYTES = 65536
+# Jibri's description of the meeting, next to the recording: sent as the declaration's metadata, not as a file.
+METADATA_NAME = "metadata.json"
 
 
 class SpoolError(RuntimeError):
@@ -43,12 +52,27 @@ def valid_session_id(session_id: str) -> bool:
     return bool(SESSION_ID.match(session_id)) and session_id not in (".", "..")
 
 
+def skip_reason(name: str, info: os.stat_result) -> str | None:
+    """Why a session directory's entry (its lstat) is no recording to upload; None when it is one."""
+    if name == METADATA_NAME:
+        return "Jibri's metadata"
+    if not stat.S_ISREG(info.st_mode):
+        return "not a regular file"
+    if info.st_size == 0:
+        return "empty"
+    return None
+
+
 def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+# A confirmed file: its name in the session directory, and its size and mtime_ns as uploaded and verified.
+ConfirmedFile = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -60,9 +84,22 @@ class SpoolEntry:
     last_error: str | None = None
     state: str = PENDING
     next_attempt_at: str | None = None  # ISO 8601 UTC; None: at once
+    # Set with CONFIRMED: exactly what the control plane confirmed, the only files the uploader may delete.
+    confirmed_files: tuple[ConfirmedFile, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        body: dict[str, Any] = {
+            "session_id": self.session_id,
+            "session_dir": self.session_dir,
+            "spooled_at": self.spooled_at,
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "state": self.state,
+            "next_attempt_at": self.next_attempt_at,
+        }
+        if self.confirmed_files is not None:
+            body["confirmed_files"] = [list(item) for item in self.confirmed_files]
+        return body
 
     @classmethod
     def from_json(cls, body: Any) -> SpoolEntry:
@@ -71,8 +108,13 @@ class SpoolEntry:
         session_id, session_dir, spooled_at = body.get("session_id"), body.get("session_dir"), body.get("spooled_at")
         if not isinstance(session_id, str) or not valid_session_id(session_id):
             raise ValueError("session_id missing or invalid")
-        if not isinstance(session_dir, str) or not os.path.isabs(session_dir):
+        if not isinstance(session_dir, str) or not os.path.isabs(session_dir) or "\0" in session_dir:
             raise ValueError("session_dir missing or not absolute")
+        # What Spool.add writes: no "..", "." or doubled slash to walk elsewhere, and named after the session.
+        if os.path.normpath(session_dir) != session_dir:
+            raise ValueError(f"session_dir {session_dir!r} is not a normalized path")
+        if os.path.basename(session_dir) != session_id:
+            raise ValueError(f"session_dir {session_dir!r} is not named after session {session_id}")
         if not isinstance(spooled_at, str):
             raise ValueError("spooled_at missing")
         parse_time(spooled_at)
@@ -88,16 +130,57 @@ class SpoolEntry:
             if not isinstance(next_attempt_at, str):
                 raise ValueError("next_attempt_at is not a time")
             parse_time(next_attempt_at)
-        return cls(session_id, session_dir, spooled_at, attempts, last_error, state, next_attempt_at)
+        confirmed = _confirmed_files(body.get("confirmed_files"))
+        return cls(session_id, session_dir, spooled_at, attempts, last_error, state, next_attempt_at, confirmed)
 
     def due(self, now: datetime) -> bool:
         return self.next_attempt_at is None or parse_time(self.next_attempt_at) <= now
+
+
+def _confirmed_files(raw: Any) -> tuple[ConfirmedFile, ...] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ValueError("confirmed_files is not a list")
+    found = []
+    for item in raw:
+        if not isinstance(item, list) or len(item) != 3:
+            raise ValueError("confirmed_files holds something other than [name, size, mtime_ns]")
+        name, size, mtime_ns = item
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name:
+            raise ValueError(f"confirmed file name {name!r} is not a plain file name")
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in (size, mtime_ns)) or size < 0:
+            raise ValueError(f"size or mtime_ns of confirmed file {name!r} is not a whole number")
+        found.append((name, size, mtime_ns))
+    return tuple(found)
+
+
+@dataclass(frozen=True)
+class SpoolScan:
+    """One look at the spool: its readable entries, oldest first, and the names of those that are not."""
+
+    entries: list[SpoolEntry] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def pending(self) -> int:
+        """Sessions not yet gone from the spool: what the status report calls pending uploads."""
+        return len(self.entries) + len(self.unreadable)
+
+    @property
+    def failed(self) -> int:
+        """Of pending, the sessions waiting for an operator: refused ones, and entries that cannot be read."""
+        return sum(1 for entry in self.entries if entry.state == FAILED) + len(self.unreadable)
 
 
 class Spool:
     def __init__(self, path: str, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.path = path
         self._now = now
+        # Unreadable entries already logged, by session id and the entry file's mtime_ns: logged once each, not
+        # on every scan (the agent and its uploader share this spool and both scan it every few seconds).
+        self._logged: set[tuple[str, int]] = set()
+        self._logged_lock = threading.Lock()
 
     def add(self, session_dir: str) -> tuple[SpoolEntry, bool]:
         """Spool a session directory; returns its entry and whether it is new (an existing entry is kept)."""
@@ -121,8 +204,13 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"cannot read spool entry {session_id}: {exc}") from None
         try:
-            return SpoolEntry.from_json(json.loads(raw))
-        except ValueError as exc:
+            if len(raw) > _MAX_ENTRY_BYTES:
+                raise ValueError(f"over {_MAX_ENTRY_BYTES} bytes")
+            entry = SpoolEntry.from_json(json.loads(raw))
+            if entry.session_id != session_id:
+                raise ValueError(f"it names session {entry.session_id}")
+            return entry
+        except (ValueError, RecursionError) as exc:
             raise SpoolError(f"spool entry {session_id} is unreadable: {exc}") from None
 
     def write(self, entry: SpoolEntry) -> None:
@@ -169,21 +257,44 @@ class Spool:
         return sorted(i for i in ids if valid_session_id(i))
 
     def count(self) -> int:
-        """Sessions not yet confirmed by the control plane: what the status report calls pending uploads."""
+        """Sessions not yet gone from the spool, readable or not (one directory listing, no entry read)."""
         return len(self.session_ids())
 
     def entries(self) -> list[SpoolEntry]:
-        """Readable entries, oldest first; an unreadable one is logged and left in place (it still counts)."""
-        found = []
+        """Readable entries, oldest first; an unreadable one is logged once and left in place (it still counts)."""
+        return self.scan().entries
+
+    def scan(self) -> SpoolScan:
+        """Read every entry once: the readable ones oldest first, and those that cannot be read.
+
+        An entry that cannot be read or does not pass SpoolEntry.from_json is never acted on; it stays for an
+        operator, counted as pending (the instance stays protected) and failed (the operator is alarmed)."""
+        found: list[SpoolEntry] = []
+        unreadable: list[str] = []
+        seen: set[tuple[str, int]] = set()
         for session_id in self.session_ids():
             try:
                 entry = self.get(session_id)
             except SpoolError as exc:
-                log.error("%s; leaving it for an operator", exc, extra={"session_id": session_id})
+                unreadable.append(session_id)
+                key = (session_id, self._mtime_ns(session_id))
+                seen.add(key)
+                with self._logged_lock:
+                    first = key not in self._logged
+                    self._logged.add(key)
+                if first:
+                    log.error(
+                        "%s; leaving it for an operator (counted as a failed upload)",
+                        exc,
+                        extra={"session_id": session_id},
+                    )
                 continue
             if entry is not None:
                 found.append(entry)
-        return sorted(found, key=lambda e: (parse_time(e.spooled_at), e.session_id))
+        with self._logged_lock:
+            self._logged &= seen  # forget entries since fixed or removed: a new problem is logged again
+        found.sort(key=lambda e: (parse_time(e.spooled_at), e.session_id))
+        return SpoolScan(found, unreadable)
 
     def sweep_temporary(self, now: float | None = None) -> int:
         """Remove temporary files that crashed writers left behind; returns how many."""
@@ -204,6 +315,12 @@ class Spool:
             except OSError:
                 continue
         return removed
+
+    def _mtime_ns(self, session_id: str) -> int:
+        try:
+            return os.lstat(self._entry_path(session_id)).st_mtime_ns
+        except OSError:
+            return 0
 
     def _entry_path(self, session_id: str) -> str:
         if not valid_session_id(session_id):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from botocore.awsrequest import AWSResponse
 
 from agent.agent import Agent
@@ -177,16 +179,52 @@ def test_refused_sessions_are_reported_as_failed_uploads_within_pending(make_age
 
 
 def test_an_unreadable_spool_still_lets_the_report_go_out(make_agent, status_api, tmp_path, monkeypatch):
-    from agent.spool import Spool, SpoolError
-
     spool_dir = tmp_path / "spool"
     spool_dir.mkdir()
 
-    def broken(self):
-        raise SpoolError("cannot list the spool")
+    def broken(path="."):
+        if isinstance(path, str) and os.path.abspath(path) == str(spool_dir):
+            raise PermissionError(13, "Permission denied", path)
+        return listdir(path)
 
-    monkeypatch.setattr(Spool, "entries", broken)
+    listdir = os.listdir
+    monkeypatch.setattr(os, "listdir", broken)
     make_agent(spool_dir=str(spool_dir)).tick()
 
     body = status_api.reports()[0].body
     assert body["pending_uploads"] == 0 and "failed_uploads" not in body
+
+
+def test_an_unreadable_spool_entry_is_reported_as_a_failed_upload(make_agent, status_api, tmp_path, caplog):
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    (spool_dir / "broken-1.json").write_text("{not json")
+    agent = make_agent(spool_dir=str(spool_dir))
+
+    agent.tick()
+
+    body = status_api.reports()[0].body
+    # Protected (pending), and the operator's stuck-upload alarm sees it (failed).
+    assert (body["pending_uploads"], body["failed_uploads"]) == (1, 1)
+    for _ in range(3):
+        agent.tick()
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and "broken-1" in r.getMessage()]
+    assert len(errors) == 1
+
+
+def test_a_report_reads_the_spool_once(make_agent, status_api, tmp_path, monkeypatch):
+    from agent.spool import Spool
+
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+    listings: list[str] = []
+    session_ids = Spool.session_ids
+
+    def counted(self):
+        listings.append(self.path)
+        return session_ids(self)
+
+    monkeypatch.setattr(Spool, "session_ids", counted)
+    make_agent(spool_dir=str(spool_dir)).tick()
+
+    assert len(status_api.reports()) == 1 and listings == [str(spool_dir)]

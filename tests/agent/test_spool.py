@@ -118,6 +118,102 @@ def test_malformed_entries_are_refused(body):
         SpoolEntry.from_json(body)
 
 
+@pytest.mark.parametrize(
+    ("session_dir", "why"),
+    [
+        ("/etc", "not named after session"),
+        ("/srv/recordings/other-session", "not named after session"),
+        ("/srv/recordings/../../etc/sess-1", "not a normalized path"),
+        ("/srv/recordings/./sess-1", "not a normalized path"),
+        ("/srv/recordings//sess-1", "not a normalized path"),
+        ("/srv/recordings/sess-1/", "not a normalized path"),
+        ("/srv/recordings/sess-1/..", "not a normalized path"),
+        ("/srv/recordings/\0/sess-1", "not absolute"),
+    ],
+)
+def test_an_entry_must_name_its_own_session_directory_plainly(session_dir, why):
+    body = {"session_id": "sess-1", "session_dir": session_dir, "spooled_at": "2026-11-24T10:40:00Z"}
+    with pytest.raises(ValueError, match=why):
+        SpoolEntry.from_json(body)
+    assert SpoolEntry.from_json({**body, "session_dir": "/srv/recordings/sess-1"}).session_id == "sess-1"
+
+
+@pytest.mark.parametrize(
+    "confirmed",
+    [
+        "rec.mp4",
+        [["rec.mp4", 10]],
+        [["../rec.mp4", 10, 1]],
+        [["sub/rec.mp4", 10, 1]],
+        [["..", 10, 1]],
+        [["", 10, 1]],
+        [["rec.mp4", -1, 1]],
+        [["rec.mp4", "10", 1]],
+        [["rec.mp4", 10, True]],
+    ],
+)
+def test_malformed_confirmed_files_are_refused(confirmed):
+    body = {
+        "session_id": "s",
+        "session_dir": "/r/s",
+        "spooled_at": "2026-11-24T10:40:00Z",
+        "state": CONFIRMED,
+        "confirmed_files": confirmed,
+    }
+    with pytest.raises(ValueError, match="confirmed"):
+        SpoolEntry.from_json(body)
+
+
+def test_the_confirmed_files_are_kept_with_the_entry(spool, tmp_path):
+    entry, _ = spool.add(str(_session(tmp_path)))
+    confirmed = (("rec.mp4", 1234, 1764000000123456789), ("metadata.json", 40, 1764000000000000001))
+    spool.update(entry, state=CONFIRMED, confirmed_files=confirmed)
+    on_disk = json.loads((tmp_path / "spool" / "abcdefgh-1234.json").read_text())
+    assert on_disk["confirmed_files"] == [list(item) for item in confirmed]
+    again = spool.get(entry.session_id)
+    assert again is not None and again.state == CONFIRMED and again.confirmed_files == confirmed
+
+
+def test_an_entry_filed_under_another_session_is_unreadable(spool, tmp_path):
+    entry, _ = spool.add(str(_session(tmp_path)))
+    # Removing "other-1" later would remove another session's entry, and leave this file forever.
+    (tmp_path / "spool" / "other-1.json").write_text(json.dumps(entry.to_json()))
+    with pytest.raises(SpoolError, match="names session abcdefgh-1234"):
+        spool.get("other-1")
+    scan = spool.scan()
+    assert [e.session_id for e in scan.entries] == [entry.session_id] and scan.unreadable == ["other-1"]
+
+
+def test_an_unreadable_entry_counts_as_failed_and_is_logged_once(spool, tmp_path, caplog):
+    ok, _ = spool.add(str(_session(tmp_path)))
+    refused, _ = spool.add(str(_session(tmp_path, "refused-1")))
+    spool.update(refused, state=FAILED, last_error="409 session_reused")
+    broken = tmp_path / "spool" / "broken-1.json"
+    broken.write_text("{not json")
+    # Jibri's user can write the spool: an entry naming some other directory is never acted on.
+    elsewhere = {"session_id": "forged-1", "session_dir": "/etc", "spooled_at": "2026-11-24T10:40:00Z"}
+    (tmp_path / "spool" / "forged-1.json").write_text(json.dumps(elsewhere))
+
+    scan = spool.scan()
+    assert sorted(e.session_id for e in scan.entries) == [ok.session_id, refused.session_id]
+    assert scan.unreadable == ["broken-1", "forged-1"]
+    assert (scan.pending, scan.failed) == (4, 3)
+
+    for _ in range(3):
+        spool.scan()
+        spool.entries()
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert sorted(getattr(r, "session_id", None) for r in errors) == ["broken-1", "forged-1"]
+
+    # Written again (a new mtime), it is a new problem and logged again; once fixed, forgotten.
+    os.utime(broken, ns=(1, 1))
+    spool.scan()
+    assert [getattr(r, "session_id", None) for r in caplog.records if r.levelname == "ERROR"][-1] == "broken-1"
+    assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 3
+    broken.unlink()
+    assert spool.scan().unreadable == ["forged-1"]
+
+
 def test_a_missing_spool_directory_means_nothing_pending(tmp_path):
     spool = Spool(str(tmp_path / "absent"))
     assert spool.count() == 0 and spool.entries() == []
