@@ -22,14 +22,13 @@ from collections.abc import Sequence
 
 from agent import log as agent_log
 from agent.config import ConfigError, load_spool_dir
-from agent.spool import Spool, SpoolError, valid_session_id
+from agent.spool import METADATA_NAME, Spool, SpoolError, skip_reason, valid_session_id
 
 log = agent_log.get_logger("finalize")
 
 EXIT_SPOOLED = 0
 EXIT_NOTHING_SPOOLED = 1
 EXIT_USAGE = 2
-METADATA_NAME = "metadata.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,10 +80,11 @@ def _nothing_to_upload(session_dir: str, session_id: str) -> str | None:
     except OSError as exc:
         return f"cannot read {session_dir}: {exc}"
     for name in names:
-        if name == METADATA_NAME:
+        try:
+            info = os.lstat(os.path.join(session_dir, name))
+        except OSError:
             continue
-        path = os.path.join(session_dir, name)
-        if os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) > 0:
+        if skip_reason(name, info) is None:  # what the uploader would send
             return None
     return f"{session_dir} holds no recording (no non-empty file besides {METADATA_NAME})"
 

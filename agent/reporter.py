@@ -21,7 +21,7 @@ _MAX_REPLY_BYTES = 65536
 # A recordings reply lists up to 100 presigned URLs of a few hundred bytes each.
 _MAX_CALL_REPLY_BYTES = 1 << 20
 # The gateway and Lambda answer these when they are briefly overloaded or failing; they clear on their own.
-_TRANSIENT_STATUSES = {408, 429}
+TRANSIENT_STATUSES = frozenset({408, 429})
 
 
 @dataclass(frozen=True)
@@ -148,8 +148,8 @@ class Reporter:
         status, payload = self.api.post(self._path, report.body())
         if 200 <= status < 300:
             return _parse_reply(status, payload)
-        code, message = _error_fields(payload)
-        if status >= 500 or status in _TRANSIENT_STATUSES:
+        code, message = error_fields(_parsed(payload), _error_text(payload))
+        if transient_status(status):
             raise TransientReportError(f"status API answered HTTP {status} {code}: {message}")
         raise ReportRejected(status, code, message)
 
@@ -179,18 +179,33 @@ def _read_quietly(exc: urllib.error.HTTPError, max_reply_bytes: int = _MAX_REPLY
         exc.close()
 
 
-def _error_fields(payload: bytes) -> tuple[str, str]:
-    try:
-        body = json.loads(payload)
-    except ValueError:
-        body = None
+def transient_status(status: int) -> bool:
+    """An HTTP status the control plane answers while briefly overloaded or failing: worth retrying soon."""
+    return status >= 500 or status in TRANSIENT_STATUSES
+
+
+def error_fields(body: Any, fallback: str = "(no JSON error body)") -> tuple[str, str]:
+    """The code and message of the control plane's error reply {"error": {"code", "message"}} (parsed JSON).
+
+    API Gateway's own replies may still use {"message": ...} if its gateway responses are not set up;
+    `fallback` is the message when the reply says nothing readable."""
     error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("code"), str) and isinstance(error.get("message"), str):
-        return str(error["code"]), str(error["message"])
-    # API Gateway's own replies may still use {"message": ...} if its gateway responses are not set up.
+    if isinstance(error, dict):
+        code, message = error.get("code"), error.get("message")
+        return (
+            code if isinstance(code, str) else "Unknown",
+            message if isinstance(message, str) else fallback,
+        )
     if isinstance(body, dict) and isinstance(body.get("message"), str):
         return "Unknown", str(body["message"])
-    return "Unknown", _error_text(payload)
+    return "Unknown", fallback
+
+
+def _parsed(payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return None
 
 
 def _error_text(payload: bytes) -> str:

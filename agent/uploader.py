@@ -2,9 +2,10 @@
 
 For each spooled session: hash every file in one read pass (whole-file SHA-256, per-part MD5 and SHA-256),
 declare the session (`POST /v1/recordings`), PUT the parts it lists, declare again until nothing is left,
-then `POST /v1/recordings/{id}/complete`. Only a 200 from complete lets the local files go. The declaration
-is also the resume call: after a crash or reboot the loop simply runs again and the control plane lists
-only the parts S3 does not hold yet.
+then `POST /v1/recordings/{id}/complete`. Only a 200 from complete lets the local files go, and only those
+it confirmed: the entry records each file's name, size and mtime as hashed, and a file that is no longer
+exactly that (or any other file) stays in place. The declaration is also the resume call: after a crash or
+reboot the loop simply runs again and the control plane lists only the parts S3 does not hold yet.
 
 Memory stays bounded whatever the file size: a part is read from disk by the thread that sends it, right
 before its PUT, so at most `upload_concurrency` parts of `part_size` bytes are in memory at once.
@@ -16,6 +17,7 @@ id and retries only after a long backoff, with the files left in place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -35,19 +37,30 @@ from urllib.parse import quote, unquote, urlsplit
 
 from agent.config import AgentConfig
 from agent.log import UTC, get_logger
-from agent.spool import CONFIRMED, FAILED, PENDING, Spool, SpoolEntry, SpoolError, format_time, parse_time
+from agent.reporter import error_fields, transient_status
+from agent.spool import (
+    CONFIRMED,
+    FAILED,
+    METADATA_NAME,
+    PENDING,
+    ConfirmedFile,
+    Spool,
+    SpoolEntry,
+    SpoolError,
+    format_time,
+    parse_time,
+    skip_reason,
+)
 
 log = get_logger("uploader")
 
 # POST path and JSON body in; HTTP status and parsed JSON body (None if not JSON) out. Raises on no answer.
 JsonCall = Callable[[str, Mapping[str, Any]], tuple[int, Any]]
 
-METADATA_NAME = "metadata.json"
 MAX_METADATA_BYTES = 65536  # serialized, as the control plane accepts it
 _MAX_METADATA_FILE_BYTES = 1 << 20
 HASH_CHUNK_BYTES = 1 << 20
 MAX_PARTS = 10000
-_TRANSIENT_STATUSES = {408, 429}
 # Retries within one attempt when a round of PUTs makes no progress at all, before the entry backs off.
 MAX_STALLED_ROUNDS = 3
 # A complete refused with parts_rejected this many times in a row ends the attempt (backoff, then again).
@@ -159,6 +172,8 @@ class Session:
     ended_at: str | None
     part_size: int
     files: tuple[FileDigest, ...]
+    # metadata.json as read, when it was sent whole (not trimmed, nor unreadable): then S3 holds it too.
+    metadata_file: ConfirmedFile | None = None
 
     def declaration(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -176,6 +191,11 @@ class Session:
 
     def file(self, name: str) -> FileDigest | None:
         return next((f for f in self.files if f.name == name), None)
+
+    def confirmed_files(self) -> tuple[ConfirmedFile, ...]:
+        """What a 200 from complete confirms: each file as it was hashed, and metadata.json if sent whole."""
+        files = [(f.name, f.size, f.mtime_ns) for f in self.files]
+        return tuple(files + ([self.metadata_file] if self.metadata_file is not None else []))
 
 
 class NothingToUpload(RuntimeError):
@@ -195,29 +215,34 @@ def room_of(meeting_url: object) -> str:
 
 def read_metadata(directory: str) -> dict[str, Any]:
     """metadata.json as Jibri wrote it ({"meeting_url", "participants", ...}), trimmed to what may be sent."""
+    return _read_metadata(directory)[0]
+
+
+def _read_metadata(directory: str) -> tuple[dict[str, Any], bool]:
+    """The metadata to send, and whether it is metadata.json whole (so that the manifest in S3 holds it)."""
     path = os.path.join(directory, METADATA_NAME)
     try:
         with open(path, "rb") as handle:
             raw = handle.read(_MAX_METADATA_FILE_BYTES + 1)
         body = json.loads(raw) if len(raw) <= _MAX_METADATA_FILE_BYTES else None
     except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
+        return {}, False
+    except (OSError, ValueError, RecursionError) as exc:
         log.warning("%s is unreadable (%s); sending no metadata", path, exc)
-        return {}
+        return {}, False
     if not isinstance(body, dict):
         log.warning("%s is not a JSON object; sending no metadata", path)
-        return {}
+        return {}, False
     if _serialized_size(body) <= MAX_METADATA_BYTES:
-        return body
+        return body, True
     # A long participant list is what grows: drop it first, then everything but the meeting URL.
     trimmed = {k: v for k, v in body.items() if k != "participants"}
     trimmed["participants_omitted"] = True
     if _serialized_size(trimmed) > MAX_METADATA_BYTES:
         meeting_url = body.get("meeting_url")
         trimmed = {"meeting_url": meeting_url if isinstance(meeting_url, str) else None, "metadata_omitted": True}
-    log.warning("%s is over %d bytes; sending it trimmed", path, MAX_METADATA_BYTES)
-    return trimmed
+    log.warning("%s is over %d bytes; sending it trimmed (the file stays in place)", path, MAX_METADATA_BYTES)
+    return trimmed, False
 
 
 def _serialized_size(body: object) -> int:
@@ -373,9 +398,6 @@ class Uploader:
         self._wake = threading.Event()
         self._digests: dict[str, FileDigest] = {}  # path → digest, reused while size and mtime are unchanged
 
-    def pending_uploads(self) -> int:
-        return self.spool.count()
-
     def wake(self) -> None:
         self._wake.set()
 
@@ -413,10 +435,20 @@ class Uploader:
         """One attempt at one entry; returns the entry's state afterwards ("done" once it left the spool)."""
         context = {"session_id": entry.session_id, "session_dir": entry.session_dir}
         try:
-            self._check_place(entry.session_dir)
-            if entry.state == CONFIRMED:
+            self._check_place(entry)
+            if entry.state == CONFIRMED and entry.confirmed_files is not None:
                 self._finish(entry)
                 return "done"
+            if entry.state == CONFIRMED:
+                # Confirmed by an agent that did not record which files: deleting what the directory holds now
+                # could delete a file S3 does not hold. Declaring again is safe and cheap: the control plane
+                # answers from what S3 holds (nothing is sent again), and complete confirms exactly the files
+                # declared now, or refuses them (the entry then fails and the files stay for an operator).
+                log.info(
+                    "session %s was confirmed without a list of its files; verifying them with the control plane",
+                    entry.session_id,
+                    extra=context,
+                )
             session = self._scan(entry)
             started = time.monotonic()
             log.info(
@@ -444,9 +476,19 @@ class Uploader:
             time.monotonic() - started,
             extra={**context, "recording_id": reply.get("recording_id")},
         )
-        # Marked first: a crash while deleting resumes the deletion instead of declaring files that are gone.
-        confirmed = self.spool.update(entry, state=CONFIRMED, last_error=None, next_attempt_at=None)
-        self._finish(confirmed, session)
+        try:
+            # Marked first, with what was confirmed: a crash while deleting resumes the deletion of exactly
+            # those files instead of declaring files that are gone.
+            entry = self.spool.update(
+                entry,
+                state=CONFIRMED,
+                last_error=None,
+                next_attempt_at=None,
+                confirmed_files=session.confirmed_files(),
+            )
+            self._finish(entry)
+        except (SpoolError, OSError) as exc:
+            return self._fail(entry, str(exc), permanent=False)
         return "done"
 
     # -- one attempt ---------------------------------------------------------------------------------------------
@@ -559,8 +601,8 @@ class Uploader:
             raise TransientUploadError(f"POST {path}: {exc}") from None
         if status in accept and (isinstance(reply, dict) or status >= 300):
             return status, reply
-        code, message = _error_fields(reply)
-        if 200 <= status < 300 or status >= 500 or status in _TRANSIENT_STATUSES:
+        code, message = error_fields(reply)
+        if 200 <= status < 300 or transient_status(status):
             raise TransientUploadError(f"POST {path} answered HTTP {status} {code}: {message}")
         raise PermanentUploadError(f"POST {path} answered HTTP {status} {code}: {message}", status, code)
 
@@ -575,16 +617,19 @@ class Uploader:
         except NotADirectoryError:
             raise NothingToUpload(f"{directory} is not a directory") from None
         digests = []
+        metadata_info: os.stat_result | None = None
         for name in names:
-            if name == METADATA_NAME:
-                continue
             path = os.path.join(directory, name)
             info = os.lstat(path)
-            if not stat.S_ISREG(info.st_mode):
-                log.warning("skipping %s: not a regular file", path, extra={"session_id": entry.session_id})
+            if name == METADATA_NAME:
+                # Read as root: only as a regular file, never through a link Jibri's user may have put there.
+                metadata_info = info if stat.S_ISREG(info.st_mode) else None
+                if metadata_info is None:
+                    log.warning("skipping %s: not a regular file", path, extra={"session_id": entry.session_id})
                 continue
-            if info.st_size == 0:
-                log.warning("skipping %s: empty", path, extra={"session_id": entry.session_id})
+            reason = skip_reason(name, info)
+            if reason is not None:
+                log.warning("skipping %s: %s", path, reason, extra={"session_id": entry.session_id})
                 continue
             if part_count(info.st_size, self.config.part_size) > MAX_PARTS:
                 raise PermanentUploadError(
@@ -593,7 +638,7 @@ class Uploader:
             digests.append(self._digest(path, info))
         if not digests:
             raise NothingToUpload(f"{directory} holds no recording")
-        metadata = read_metadata(directory)
+        metadata, whole = _read_metadata(directory) if metadata_info is not None else ({}, False)
         return Session(
             session_id=entry.session_id,
             directory=directory,
@@ -603,16 +648,33 @@ class Uploader:
             ended_at=entry.spooled_at,
             part_size=self.config.part_size,
             files=tuple(digests),
+            metadata_file=(
+                (METADATA_NAME, metadata_info.st_size, metadata_info.st_mtime_ns)
+                if whole and metadata_info is not None
+                else None
+            ),
         )
 
-    def _check_place(self, directory: str) -> None:
+    def _recordings_dir(self) -> str:
+        allowed = self.config.recordings_dir
+        if allowed is None:
+            # parse_config requires it while uploads are enabled; a config built otherwise gets nothing deleted.
+            raise PermanentUploadError("recordings_dir is not set: no session is uploaded or deleted without it")
+        return os.path.realpath(allowed)
+
+    def _check_place(self, entry: SpoolEntry) -> None:
         # The spool is writable by Jibri's user and the agent deletes what it uploads: it never follows a
-        # symbolic link to a session, and takes sessions only from where Jibri records when told where that is.
+        # symbolic link to a session, and takes sessions only from directly inside where Jibri records.
+        directory = entry.session_dir
+        allowed = self._recordings_dir()
+        if os.path.basename(directory) != entry.session_id:
+            raise PermanentUploadError(f"{directory} is not named after session {entry.session_id}")
         if os.path.islink(directory):
             raise PermanentUploadError(f"{directory} is a symbolic link, not a session directory")
-        allowed = self.config.recordings_dir
-        if allowed is not None and os.path.dirname(os.path.realpath(directory)) != os.path.realpath(allowed):
-            raise PermanentUploadError(f"{directory} is not a session directory in recordings_dir {allowed}")
+        if os.path.dirname(os.path.realpath(directory)) != allowed:
+            raise PermanentUploadError(
+                f"{directory} is not a session directory in recordings_dir {self.config.recordings_dir}"
+            )
 
     def _digest(self, path: str, info: os.stat_result) -> FileDigest:
         known = self._digests.get(path)
@@ -622,24 +684,67 @@ class Uploader:
         self._digests[path] = digest
         return digest
 
-    def _finish(self, entry: SpoolEntry, session: Session | None = None) -> None:
-        """Delete what was confirmed (the declared files and metadata.json), then the entry."""
-        directory = entry.session_dir
-        names = [f.name for f in session.files] if session else _confirmed_names(directory)
-        for name in [*names, METADATA_NAME]:
-            path = os.path.join(directory, name)
-            self._digests.pop(path, None)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                continue
+    def _finish(self, entry: SpoolEntry) -> None:
+        """Delete the confirmed files still exactly as confirmed (same size and mtime), then the entry.
+
+        Anything else in the directory, or a confirmed file changed since, stays (with a warning). The session
+        directory is opened without following a symbolic link and every file is deleted relative to it, so
+        swapping the directory for a link after the checks does not move the deletion elsewhere."""
+        assert entry.confirmed_files is not None
+        context = {"session_id": entry.session_id, "session_dir": entry.session_dir}
         try:
-            os.rmdir(directory)
+            parent = os.open(self._recordings_dir(), os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("left %s in place: %s", directory, exc, extra={"session_id": entry.session_id})
+            log.warning("recordings_dir %s is gone, and the session with it", self.config.recordings_dir, extra=context)
+            self._remove_entry(entry)
+            return
+        try:
+            try:
+                session = os.open(entry.session_id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+            except FileNotFoundError:
+                session = None  # deleted already (a crash after rmdir, before the entry went)
+            if session is not None:
+                try:
+                    changed = self._delete_confirmed(entry, session)
+                    others = sorted(set(os.listdir(session)) - set(changed))
+                finally:
+                    os.close(session)
+                if changed:
+                    log.warning(
+                        "left %s in %s: changed since the control plane confirmed it, so S3 may not hold it",
+                        ", ".join(changed),
+                        entry.session_dir,
+                        extra=context,
+                    )
+                if others:
+                    log.warning(
+                        "left %s in %s: not among the files the control plane confirmed",
+                        ", ".join(others),
+                        entry.session_dir,
+                        extra=context,
+                    )
+                if not changed and not others:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rmdir(entry.session_id, dir_fd=parent)
+        finally:
+            os.close(parent)
         self._remove_entry(entry)
+
+    def _delete_confirmed(self, entry: SpoolEntry, session: int) -> list[str]:
+        """Unlink each confirmed file that is unchanged; returns the names of those that changed."""
+        assert entry.confirmed_files is not None
+        changed = []
+        for name, size, mtime_ns in entry.confirmed_files:
+            try:
+                info = os.stat(name, dir_fd=session, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted before a crash
+            if not stat.S_ISREG(info.st_mode) or (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+                changed.append(name)
+                continue
+            os.unlink(name, dir_fd=session)
+            self._digests.pop(os.path.join(entry.session_dir, name), None)
+        return changed
 
     def _remove_entry(self, entry: SpoolEntry) -> None:
         self.spool.remove(entry.session_id)
@@ -699,23 +804,6 @@ class Uploader:
             raise _Stopped()
 
 
-def _confirmed_names(directory: str) -> list[str]:
-    """After a restart between confirmation and deletion: the regular non-empty files, as they were declared."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return []
-    found = []
-    for name in names:
-        try:
-            info = os.lstat(os.path.join(directory, name))
-        except OSError:
-            continue
-        if stat.S_ISREG(info.st_mode) and info.st_size > 0:
-            found.append(name)
-    return found
-
-
 def _checked_declare_reply(body: Any, session: Session) -> dict[str, Any]:
     """The parts of a POST /v1/recordings reply the loop relies on, or TransientUploadError naming what is off."""
 
@@ -752,12 +840,3 @@ def _checked_declare_reply(body: Any, session: Session) -> dict[str, Any]:
             parts.append({"number": number, "url": url, "headers": headers})
         checked.append({"name": digest.name, "upload": parts})
     return {"recording_id": recording_id, "status": body.get("status"), "files": checked, "more": more}
-
-
-def _error_fields(body: Any) -> tuple[str, str]:
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return str(error.get("code", "Unknown")), str(error.get("message", ""))
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return "Unknown", str(body["message"])
-    return "Unknown", "(no JSON error body)"

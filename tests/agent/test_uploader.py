@@ -281,13 +281,13 @@ def test_a_session_goes_to_s3_and_only_then_leaves_the_disk(world, api):
     api.on_complete = lambda: on_disk_at_complete.append(sorted(os.listdir(directory)))
     changes: list[int] = []
     uploader = world.uploader(on_change=lambda: changes.append(world.spool.count()))
-    assert uploader.pending_uploads() == 1
+    assert world.spool.scan().pending == 1
 
     assert uploader.process(entry) == "done"
 
     assert api.objects("sess-1") == {"myroom_2026-11-24-10-00-00.mp4": video, "extra.flac": audio}
     assert on_disk_at_complete == [["extra.flac", "metadata.json", "myroom_2026-11-24-10-00-00.mp4"]]
-    assert not directory.exists() and uploader.pending_uploads() == 0 and changes == [0]
+    assert not directory.exists() and world.spool.scan().pending == 0 and changes == [0]
     assert set(api.puts.values()) == {1} and len(api.puts) == 5
     declaration = api.recordings["sess-1"]["declaration"]
     assert declaration["room"] == "myroom" and declaration["ended_at"] == "2026-11-24T10:40:00Z"
@@ -366,7 +366,8 @@ def test_a_refused_session_is_left_in_place_and_retried_only_after_a_long_backof
 
     (failed,) = world.spool.entries()
     assert failed.state == FAILED and code in (failed.last_error or "") and failed.attempts == 1
-    assert sorted(os.listdir(directory)) == ["metadata.json", "rec.mp4"] and uploader.pending_uploads() == 1
+    assert sorted(os.listdir(directory)) == ["metadata.json", "rec.mp4"]
+    assert (world.spool.scan().pending, world.spool.scan().failed) == (1, 1)
     assert any(r.levelname == "ERROR" and getattr(r, "session_id", None) == "sess-6" for r in caplog.records)
     world.clock.now = T0 + timedelta(minutes=29)
     uploader.run_once()
@@ -408,12 +409,171 @@ def test_a_symbolic_link_in_the_recordings_directory_is_not_followed(world, api,
     assert "symbolic link" in (world.spool.entries()[0].last_error or "")
 
 
-def test_a_crash_between_confirmation_and_deletion_finishes_the_deletion(world, api):
+class CrashingUnlink:
+    """The agent process dying at its first deletion (nothing in the uploader catches it)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
+        monkeypatch.setattr(os, "unlink", self)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> None:
+        self.monkeypatch.undo()
+        raise Crash()
+
+
+def test_a_crash_between_confirmation_and_deletion_finishes_the_deletion(world, api, monkeypatch):
     data = os.urandom(PART + 1)
     directory, entry = world.session("sess-9", {"rec.mp4": data})
-    world.spool.update(entry, state=CONFIRMED)
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    (confirmed,) = world.spool.entries()
+    info = os.stat(directory / "rec.mp4")
+    meta = os.stat(directory / "metadata.json")
+    assert confirmed.state == CONFIRMED and confirmed.confirmed_files == (
+        ("rec.mp4", len(data), info.st_mtime_ns),
+        ("metadata.json", meta.st_size, meta.st_mtime_ns),
+    )
+    calls = list(api.calls)
+
     world.uploader().run_once()
-    assert not directory.exists() and world.spool.count() == 0 and api.calls == []
+
+    assert not directory.exists() and world.spool.count() == 0 and api.calls == calls
+
+
+def test_only_the_files_the_control_plane_confirmed_are_deleted(world, api, monkeypatch, caplog):
+    """A file that appears after the upload, or one that changed since it was hashed, stays on the instance."""
+    video, late = os.urandom(2 * PART), os.urandom(PART)
+    directory, entry = world.session("sess-13", {"rec.mp4": video, "notes.txt": b"first"})
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    # While the agent was down: Jibri (or anyone) added a file and rewrote another.
+    (directory / "late.mp4").write_bytes(late)
+    (directory / "notes.txt").write_bytes(b"second")
+
+    world.uploader().run_once()
+
+    assert api.objects("sess-13") == {"rec.mp4": video, "notes.txt": b"first"}
+    assert sorted(os.listdir(directory)) == ["late.mp4", "notes.txt"]
+    assert (directory / "late.mp4").read_bytes() == late and (directory / "notes.txt").read_bytes() == b"second"
+    assert world.spool.count() == 0
+    warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "notes.txt" in warnings and "late.mp4" in warnings
+
+
+def test_a_file_changed_during_the_upload_is_kept(world, api):
+    directory, entry = world.session("sess-14", {"rec.mp4": os.urandom(PART), "extra.flac": os.urandom(PART)})
+    # Jibri is done with a session it handed off; still, a file written after hashing is not what S3 holds.
+    api.on_complete = lambda: (directory / "extra.flac").write_bytes(b"rewritten")
+
+    assert world.uploader().process(entry) == "done"
+
+    assert sorted(os.listdir(directory)) == ["extra.flac"] and world.spool.count() == 0
+
+
+def test_a_trimmed_metadata_file_stays_as_s3_holds_only_part_of_it(world, api):
+    data = os.urandom(PART)
+    directory, entry = world.session("sess-15", {"rec.mp4": data})
+    huge = {"meeting_url": "https://meet.example.com/r", "participants": [{"name": "x" * 100}] * 1000}
+    (directory / "metadata.json").write_text(json.dumps(huge))
+
+    assert world.uploader().process(entry) == "done"
+
+    assert api.recordings["sess-15"]["declaration"]["metadata"]["participants_omitted"] is True
+    assert sorted(os.listdir(directory)) == ["metadata.json"] and world.spool.count() == 0
+
+
+def test_a_confirmation_without_a_file_list_is_verified_again_before_anything_is_deleted(world, api, monkeypatch):
+    """An entry confirmed by an earlier agent names no files: the control plane is asked again, files unchanged."""
+    data = os.urandom(2 * PART)
+    directory, entry = world.session("sess-16", {"rec.mp4": data})
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    legacy = world.spool.update(world.spool.entries()[0], confirmed_files=None)
+    on_disk = json.loads((world.recordings.parent / "spool" / "sess-16.json").read_text())
+    assert on_disk["state"] == CONFIRMED and "confirmed_files" not in on_disk
+    puts = sum(api.puts.values())
+
+    assert world.uploader().process(legacy) == "done"
+
+    assert api.calls[-2:] == ["declare", "complete"] and sum(api.puts.values()) == puts  # nothing sent again
+    assert not directory.exists() and world.spool.count() == 0
+
+
+def test_without_a_file_list_nothing_unconfirmed_is_deleted(world, api, monkeypatch):
+    directory, entry = world.session("sess-17", {"rec.mp4": os.urandom(PART)})
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    legacy = world.spool.update(world.spool.entries()[0], confirmed_files=None)
+    (directory / "late.mp4").write_bytes(b"recorded after")
+
+    # Declared again with a file S3 does not hold: the control plane refuses, and everything stays.
+    assert world.uploader().process(legacy) == FAILED
+    assert sorted(os.listdir(directory)) == ["late.mp4", "metadata.json", "rec.mp4"]
+    assert world.spool.scan().failed == 1
+
+
+def test_a_session_directory_swapped_for_a_link_after_the_checks_is_not_followed(world, api, monkeypatch, tmp_path):
+    data = os.urandom(PART)
+    directory, entry = world.session("sess-18", {"rec.mp4": data})
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    (confirmed,) = world.spool.entries()
+    # Elsewhere, a file with the very name, size and mtime the entry lists.
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (target / "rec.mp4").write_bytes(b"k" * len(data))
+    os.utime(target / "rec.mp4", ns=(0, confirmed.confirmed_files[0][2]))
+    uploader = world.uploader()
+    checked = uploader._check_place
+
+    def check_then_swap(entry):
+        checked(entry)  # passes; then Jibri's user swaps the directory for a link before the deletion
+        directory.rename(tmp_path / "moved")
+        directory.symlink_to(target)
+
+    monkeypatch.setattr(uploader, "_check_place", check_then_swap)
+    assert uploader.process(confirmed) == CONFIRMED
+    assert (target / "rec.mp4").read_bytes() == b"k" * len(data)
+
+
+def test_without_recordings_dir_nothing_is_uploaded_or_deleted(world, api, tmp_path):
+    elsewhere = tmp_path / "srv" / "sess-19"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "db.sqlite").write_bytes(b"precious")
+    entry, _ = world.spool.add(str(elsewhere))
+    config = AgentConfig(api_url=api.url, spool_dir=world.config.spool_dir, part_size=PART)
+    signed = SignedApi(api.url, "us-east-1", lambda: Credentials("AKIDTEST", "secret", "token"), timeout=10)
+    uploader = Uploader(config, world.spool, signed.call, now=world.clock, sleep=world.sleeps.append)
+
+    assert uploader.process(entry) == FAILED
+    assert uploader.process(world.spool.update(entry, state=CONFIRMED)) == FAILED  # nor on a forged confirmation
+    assert uploader.process(world.spool.update(entry, state=CONFIRMED, confirmed_files=(("db.sqlite", 8, 0),))) == (
+        FAILED
+    )
+    assert api.calls == [] and (elsewhere / "db.sqlite").read_bytes() == b"precious"
+    assert "recordings_dir" in (world.spool.entries()[0].last_error or "")
+
+
+def test_an_entry_naming_another_directory_is_never_acted_on_and_counts_as_failed(world, api, caplog):
+    victim = world.recordings / "other-session"
+    victim.mkdir()
+    (victim / "rec.mp4").write_bytes(b"someone else's recording")
+    forged = {"session_id": "sess-20", "session_dir": str(victim), "spooled_at": "2026-11-24T10:40:00Z"}
+    (world.recordings.parent / "spool" / "sess-20.json").write_text(json.dumps(forged))
+    uploader = world.uploader()
+
+    for _ in range(3):
+        uploader.run_once()
+
+    assert api.calls == [] and (victim / "rec.mp4").exists()
+    scan = world.spool.scan()
+    assert (scan.pending, scan.failed, scan.unreadable) == (1, 1, ["sess-20"])
+    assert len([r for r in caplog.records if r.levelname == "ERROR" and "sess-20" in r.getMessage()]) == 1
 
 
 def test_part_urls_are_sent_the_declared_bytes(tmp_path, api):
