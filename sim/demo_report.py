@@ -61,6 +61,8 @@ def check_invariants(report: dict[str, Any]) -> list[str]:
             )
             if held
         ]
+        if t.get("spool_error"):
+            why.append(f"its uploads could not be counted ({t['spool_error']})")
         if why:
             broken.append(f"{t['instance_id']} was terminated at {t['at']:.0f} s while {' and '.join(why)}")
     # 2. One recorder is never assigned to two tickets: no two holds on one instance overlap.

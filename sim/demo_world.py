@@ -32,7 +32,7 @@ from typing import Any, TextIO
 from chalice.local import LambdaContext
 
 from agent import log as agent_log
-from agent.spool import Spool
+from agent.spool import Spool, SpoolError
 from chalicelib import observability
 from sim import tokens
 from sim.clock import ScaledClock
@@ -269,12 +269,23 @@ class Demo:
         assert self.stack is not None
         recorder = self.stack.recorders.get(instance_id)
         busy = recorder is not None and recorder.jibri.busy_status == "BUSY"
-        uploads = _spool_count(recorder) if recorder is not None else 0
+        spool_error: str | None = None
+        try:
+            uploads = _spool_count(recorder)
+        except SpoolError as error:
+            uploads, spool_error = 0, str(error)  # unknown: the checker counts it as broken
         with self._lock:
             assigned = instance_id in self.holding
-        self.terminations.append(
-            {"instance_id": instance_id, "at": self.sim_now(), "busy": busy, "uploads": uploads, "assigned": assigned}
-        )
+        termination: dict[str, Any] = {
+            "instance_id": instance_id,
+            "at": self.sim_now(),
+            "busy": busy,
+            "uploads": uploads,
+            "assigned": assigned,
+        }
+        if spool_error is not None:
+            termination["spool_error"] = spool_error
+        self.terminations.append(termination)
 
     def _run_machines(self) -> None:
         assert self.stack is not None
@@ -429,7 +440,15 @@ class Demo:
 
     def _uploads_in_flight(self) -> int:
         assert self.stack is not None
-        return sum(_spool_count(r) for r in list(self.stack.recorders.values()))
+        total = 0
+        for recorder in list(self.stack.recorders.values()):
+            try:
+                total += _spool_count(recorder)
+            except SpoolError as error:
+                message = f"instance {recorder.instance_id}: {error}"
+                if message not in self.errors:
+                    self.errors.append(message)
+        return total
 
     def _sample(self, now: float) -> dict[str, Any]:
         assert self.group is not None
@@ -528,12 +547,8 @@ def recording_name(room: str, at: float) -> str:
 
 
 def _spool_count(recorder: SimRecorder | None) -> int:
-    if recorder is None:
-        return 0
-    try:
-        return Spool(recorder.spool_dir).count()
-    except Exception:
-        return 0
+    """Sessions on the recorder's disk not yet confirmed; SpoolError when the spool cannot be read."""
+    return 0 if recorder is None else Spool(recorder.spool_dir).count()
 
 
 def _post(url: str, body: Any) -> int:

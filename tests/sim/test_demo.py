@@ -83,6 +83,26 @@ def test_the_invariant_checker_fails_on_a_terminated_busy_recorder(short_run: di
     assert broken == ["i-0000000000000abcd was terminated at 300 s while recording"]
 
 
+def test_the_invariant_checker_fails_when_a_terminated_recorder_s_uploads_could_not_be_counted(
+    short_run: dict[str, Any],
+) -> None:
+    report = copy.deepcopy(short_run)
+    report["terminations"].append(
+        {
+            "instance_id": "i-0000000000000abcd",
+            "at": 300.0,
+            "busy": False,
+            "uploads": 0,
+            "assigned": False,
+            "spool_error": "cannot list the spool /spool: Permission denied",
+        }
+    )
+    assert check_invariants(report) == [
+        "i-0000000000000abcd was terminated at 300 s while its uploads could not be counted"
+        " (cannot list the spool /spool: Permission denied)"
+    ]
+
+
 def test_the_invariant_checker_fails_on_a_double_assignment_and_a_lost_recording(short_run: dict[str, Any]) -> None:
     report = copy.deepcopy(short_run)
     first, second = report["requests"][0], report["requests"][1]
