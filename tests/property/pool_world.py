@@ -5,6 +5,23 @@ instance's Jibri and agent that knows the truth the control plane can only learn
 Invariants are judged on that truth, limited to what the control plane was told: a recording
 counts as known once a report sent after it began was stored (an agent that crashed before
 reporting a recording cannot be protected by anyone but itself).
+
+Terminations are judged by who had a hand in them. One the control plane asks for, or a
+terminate action it completes, is always judged. One that ends when Auto Scaling's heartbeat
+timeout runs out, whoever began it (Spot, an operator, a health check, a scale-in), is judged
+only if the control plane had a chance to hold it: an evaluator run during which no Auto
+Scaling fault fired, after the control plane was given the action's token and after the
+action's last heartbeat, at a moment the instance was known busy, reserved or uploading.
+Holding is the evaluator's job (lifecycle.py: "held with heartbeats on every evaluator run");
+the event handler only records the token and a status report never heartbeats. A run that
+leaves such an action without a heartbeat is the control plane's fault if the action then
+times out; an action that times out with no such run in its window (the machine may let two
+hours pass without one, where the deployment runs the evaluator every minute) was lost by
+nobody the oracle can blame. This keeps long silences in the machine (bounding the gap
+between runs would stop it exploring what they do to everything else) and judges Spot and
+health terminations too: the model lets any terminate hook be held (EC2 would reclaim a Spot
+instance after two minutes whatever the hook says), and the control plane, which cannot tell
+the cause from the event, holds every terminate action the same way.
 """
 
 from __future__ import annotations
@@ -95,6 +112,9 @@ class PoolWorld:
         )
         self.events: list[dict[str, Any]] = []  # every lifecycle event the group emitted
         self.delivered_ok: set[int] = set()
+        # instance id -> (time, why) of the last fault-free evaluator run that left its terminate action,
+        # held for a known reason, without a heartbeat: the chance the control plane had to hold it
+        self.missed_holds: dict[str, tuple[float, list[str]]] = {}
         self.requests: dict[str, tuple[str, str | None]] = {}  # request id -> (room, idempotency key)
         self.keys: dict[str, tuple[str, str]] = {}  # idempotency key -> (room, request id)
         self.group.start()
@@ -105,29 +125,63 @@ class PoolWorld:
         self.jibris[instance_id] = Jibri(instance_id)
 
     def _gone(self, instance_id: str, cause: str) -> None:
-        if "heartbeat timeout" not in cause or self.group_faults() == 0:
-            self._check_termination(instance_id, cause)
+        if "heartbeat timeout" not in cause:
+            self._check_termination(instance_id, cause)  # the control plane asked for it or released it
+        else:
+            # Judged only if the control plane had a chance to hold it since its last heartbeat (see above).
+            missed = self.missed_holds.get(instance_id)
+            instance = self.group.instances.get(instance_id)
+            if missed is not None and instance is not None and missed[0] > instance.action_heartbeat:
+                at, why = missed
+                chance = f"the evaluator ran at +{at - START:.3f} s, {', '.join(why)}, without holding it"
+                self._check_termination(instance_id, f"{cause}; {chance}")
+        self.missed_holds.pop(instance_id, None)
         self.jibris.pop(instance_id, None)
         self.gone.add(instance_id)
 
-    def group_faults(self) -> int:
-        return self.group.fired
-
-    def _check_termination(self, instance_id: str, cause: str) -> None:
+    def _holds(self, instance_id: str) -> list[str]:
+        """What the control plane was told that holds this instance now: a live reservation, a
+        recording or uploads that a stored report (sent after they began) shows."""
         jibri = self.jibris.get(instance_id)
         recorder = self.registry.get(instance_id)
-        now = self.clock.now()
         if recorder is None or jibri is None:
-            return
+            return []
+        why = []
         told = recorder.last_report_sent_at if recorder.last_report_sent_at is not None else float("-inf")
         # A reservation holds its recorder for its lease (DESIGN: "held for a ticket for a bounded lease");
         # one whose lease ran out while no evaluator ran to release it holds nothing.
-        if recorder.reserved_for and (recorder.reserved_until or 0) > now:
-            self.violations.append(f"{instance_id} terminated while reserved ({cause}): {recorder}")
+        if recorder.reserved_for and (recorder.reserved_until or 0) > self.clock.now():
+            why.append("reserved")
         if jibri.busy_since is not None and told >= jibri.busy_since:
-            self.violations.append(f"{instance_id} terminated while recording ({cause}): {recorder}")
+            why.append("recording")
         if jibri.uploads_since is not None and told >= jibri.uploads_since:
-            self.violations.append(f"{instance_id} terminated with {jibri.pending} upload(s) in flight ({cause})")
+            why.append(f"{jibri.pending} upload(s) in flight")
+        return why
+
+    def _check_termination(self, instance_id: str, cause: str) -> None:
+        why = self._holds(instance_id)
+        if why:
+            recorder = self.registry.get(instance_id)
+            self.violations.append(f"{instance_id} terminated while {', '.join(why)} ({cause}): {recorder}")
+
+    def _has_token(self, instance_id: str, token: str) -> bool:
+        """The control plane was given this action: its event was handled, or its token is stored."""
+        recorder = self.registry.get(instance_id)
+        if recorder is not None and recorder.hook is not None and recorder.hook.token == token:
+            return True
+        return any(self.events[i]["detail"]["LifecycleActionToken"] == token for i in self.delivered_ok)
+
+    def _note_missed_holds(self) -> None:
+        """After a fault-free evaluator run: every terminate action it could and should have held
+        (token given, instance known busy, reserved or uploading) that it did not heartbeat."""
+        now = self.clock.now()
+        for instance in self.group.instances.values():
+            token = instance.action_token
+            if token is None or instance.action_transition != "terminate" or instance.action_heartbeat >= now:
+                continue  # no action, or its timeout starts afresh now: this run cost it nothing
+            why = self._holds(instance.instance_id)
+            if why and self._has_token(instance.instance_id, token):
+                self.missed_holds[instance.instance_id] = (now, why)
 
     # -- what happens on an instance --------------------------------------------------------------
 
@@ -209,10 +263,13 @@ class PoolWorld:
     # -- the control plane's other inputs -----------------------------------------------------------
 
     def tick(self) -> None:
+        fired = self.group.fired
         try:
             self.runtime.evaluator().run("schedule")
         except INJECTED:
             self.faults_fired += 1  # the Lambda fails; the next scheduled run starts afresh
+        if self.group.fired == fired:
+            self._note_missed_holds()
         self.collect_events()
 
     def advance(self, seconds: float) -> None:

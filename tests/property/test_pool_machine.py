@@ -9,14 +9,19 @@ and Auto Scaling calls failing (throttling, 5xx, timeouts, a reply lost after th
 effect) anywhere in a decision.
 
 Invariants: no recorder the control plane knows to be busy, reserved or uploading is
-terminated; no recorder is assigned to two tickets; desired capacity stays within [min, max]
-and is never asked outside it; a duplicate report or lifecycle event changes nothing.
+terminated at its request, released by it, or lost to a hook timeout it had a run to prevent
+(pool_world.py says how each termination is judged); no recorder is assigned to two tickets;
+desired capacity stays within [min, max] and is never asked outside it; a duplicate report or
+lifecycle event changes nothing.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
+import os
 
+from hypothesis import reproduce_failure
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
@@ -66,9 +71,12 @@ class PoolMachine(RuleBasedStateMachine):
 
     # -- time, the schedule ---------------------------------------------------------------------
 
-    @rule(seconds=st.sampled_from([1, 5, 30, 46, 95, 301, 901]), heartbeats=st.booleans())
+    @rule(seconds=st.sampled_from([1, 5, 30, 46, 95, 301, 901, 7201]), heartbeats=st.booleans())
     def time_passes(self, seconds: int, heartbeats: bool) -> None:
-        """Time passes; agents that run report on their interval (or the network drops them)."""
+        """Time passes; agents that run report on their interval (or the network drops them).
+
+        7201 s is a silence longer than a terminate hook's heartbeat timeout: without it an open
+        action almost never timed out, and an evaluator that never heartbeated went unnoticed."""
         self.world.advance(seconds)
         if heartbeats:
             for instance_id in self._live():
@@ -223,6 +231,12 @@ class PoolMachine(RuleBasedStateMachine):
         problems = self.world.check()
         assert not problems, "\n".join(problems)
 
+
+# Replays one failure the deep profile printed: PROPERTY_REPRODUCE holds its
+# `@reproduce_failure('<version>', b'<blob>')` line as printed (see profiles.py).
+if replay := os.environ.get("PROPERTY_REPRODUCE"):
+    version, blob = ast.literal_eval(replay.strip().removeprefix("@reproduce_failure"))
+    PoolMachine = reproduce_failure(version, blob)(PoolMachine)
 
 TestPool = PoolMachine.TestCase
 TestPool.settings = profile()

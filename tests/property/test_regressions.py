@@ -1,7 +1,11 @@
-"""Counterexamples the stateful test found, shrunk, kept as plain tests."""
+"""Counterexamples the stateful test found, shrunk, kept as plain tests; and the oracle's own
+judgement of terminations the control plane could or could not have held."""
 
 from __future__ import annotations
 
+import pytest
+
+from chalicelib.lifecycle import LifecycleService
 from tests.property.pool_world import PoolWorld
 
 
@@ -68,3 +72,50 @@ def test_a_reserved_recorder_whose_jibri_left_service_is_never_assigned_to_a_sec
         assert world.check() == []
     holders = [t.instance_id for t in world.tickets.list_status("assigned")]
     assert len(holders) == len(set(holders))
+
+
+def busy_recorder_under_a_spot_interruption() -> tuple[PoolWorld, str]:
+    """A Spot interruption begins the termination of a recorder the control plane knows is busy."""
+    world = PoolWorld()
+    first, second = list(world.jibris)
+    world.report(first)
+    world.report(second)
+    world.tick()
+    world.start_recording(first)
+    world.report(first)
+    world.group.begin_external_termination(first, "spot interruption")
+    world.collect_events()
+    return world, first
+
+
+def test_an_action_that_times_out_while_the_control_plane_never_ran_is_not_counted_against_it() -> None:
+    """The oracle's false positive, shrunk: no evaluator run and no event for two hours."""
+    world, busy = busy_recorder_under_a_spot_interruption()
+    world.advance(7201)
+    assert busy in world.gone
+    assert world.check() == []
+
+
+def test_an_action_a_run_could_have_held_is_counted_when_it_times_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The oracle still sees a hold the control plane had the token and a run for, and skipped."""
+    world, busy = busy_recorder_under_a_spot_interruption()
+    world.advance(1)
+    world.deliver_event(0)
+    monkeypatch.setattr(LifecycleService, "_hold", lambda self, recorder, now: "not held")
+    world.advance(1)
+    world.tick()
+    world.advance(7201)
+    assert busy in world.gone
+    assert any("terminated while recording" in problem and "without holding it" in problem for problem in world.check())
+
+
+def test_a_held_action_that_times_out_with_no_run_in_its_window_is_not_counted() -> None:
+    world, busy = busy_recorder_under_a_spot_interruption()
+    world.advance(1)
+    world.deliver_event(0)
+    world.advance(1)
+    world.tick()
+    assert ("heartbeat", busy) in world.group.calls
+    world.advance(7201)
+    assert busy in world.gone
+    assert world.check() == []
