@@ -133,7 +133,7 @@ class PoolWorld:
             instance = self.group.instances.get(instance_id)
             if missed is not None and instance is not None and missed[0] > instance.action_heartbeat:
                 at, why = missed
-                chance = f"the evaluator ran at +{at - START:.3f} s, {', '.join(why)}, without holding it"
+                chance = f"the evaluator run at +{at - START:.3f} s did not hold it (known then: {', '.join(why)})"
                 self._check_termination(instance_id, f"{cause}; {chance}")
         self.missed_holds.pop(instance_id, None)
         self.jibris.pop(instance_id, None)

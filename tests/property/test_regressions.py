@@ -106,7 +106,7 @@ def test_an_action_a_run_could_have_held_is_counted_when_it_times_out(monkeypatc
     world.tick()
     world.advance(7201)
     assert busy in world.gone
-    assert any("terminated while recording" in problem and "without holding it" in problem for problem in world.check())
+    assert any("terminated while recording" in problem and "did not hold it" in problem for problem in world.check())
 
 
 def test_a_held_action_that_times_out_with_no_run_in_its_window_is_not_counted() -> None:
