@@ -7,6 +7,15 @@ it confirmed: the entry records each file's name, size and mtime as hashed, and 
 exactly that (or any other file) stays in place. The declaration is also the resume call: after a crash or
 reboot the loop simply runs again and the control plane lists only the parts S3 does not hold yet.
 
+The agent reads as root what Jibri's user owns, so it reads a session only through descriptors, never by
+path: the session directory is opened relative to recordings_dir, neither through a symbolic link; each file
+is opened relative to the session directory, again not through a link (nor waiting on a FIFO), and must be a
+regular file. The hash pass keeps each file open for the attempt and records its identity (device, inode,
+size, mtime); every part is read through that same descriptor, and only while the file's name still names
+exactly that file. A file swapped (for a link, for another file) or written to since it was hashed changes
+the session: the attempt ends without sending a byte more of it, the next one hashes it again, and the
+control plane refuses a session whose files are no longer those it was declared with.
+
 Memory stays bounded whatever the file size: a part is read from disk by the thread that sends it, right
 before its PUT, so at most `upload_concurrency` parts of `part_size` bytes are in memory at once.
 
@@ -18,6 +27,7 @@ id and retries only after a long backoff, with the files left in place.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -74,6 +84,13 @@ PERMANENT_BACKOFF_CAP_SECONDS = 6 * 3600.0
 PART_TIMEOUT_FLOOR_SECONDS = 60.0
 # Jibri's FileSink names the recording <call name>_<yyyy-MM-dd-HH-mm-ss>.mp4 with the start in local time.
 _START_STAMP = re.compile(r"_(\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})\.[A-Za-z0-9]+$")
+# Directories and files of a session are opened only like this: no symbolic link followed at the last
+# component, no descriptor leaked to a child process, and no open of a FIFO left waiting for a writer.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+# A file's identity as hashed: device, inode, size and mtime_ns.
+Identity = tuple[int, int, int, int]
 
 
 class TransientUploadError(RuntimeError):
@@ -87,6 +104,11 @@ class PermanentUploadError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.code = code
+
+
+class SessionChanged(OSError):
+    """A session's file is no longer the one looked at or hashed: swapped (for a link, for another file) or
+    written to. Nothing more of the session is read in this attempt; the next one looks at it afresh."""
 
 
 class _Stopped(Exception):
@@ -111,6 +133,12 @@ class FileDigest:
     mtime_ns: int
     sha256: str
     parts: tuple[PartDigest, ...]
+    dev: int
+    ino: int
+
+    @property
+    def identity(self) -> Identity:
+        return (self.dev, self.ino, self.size, self.mtime_ns)
 
     def declaration(self) -> dict[str, Any]:
         return {
@@ -135,28 +163,86 @@ def part_range(number: int, part_size: int, size: int) -> tuple[int, int]:
 
 def hash_file(path: str, part_size: int, name: str | None = None, chunk_bytes: int = HASH_CHUNK_BYTES) -> FileDigest:
     """One read pass: the whole file's SHA-256 and each part's MD5 and SHA-256, reading chunk_bytes at a time."""
+    descriptor, info = _open_file(path)
+    try:
+        return _hash_open_file(descriptor, info, name or os.path.basename(path), path, part_size, chunk_bytes)
+    finally:
+        os.close(descriptor)
+
+
+def _identity(info: os.stat_result) -> Identity:
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def _open_file(
+    name: str,
+    dir_fd: int | None = None,
+    shown: str | None = None,
+    expected: Identity | None = None,
+    since: str = "hashed",
+) -> tuple[int, os.stat_result]:
+    """A read-only descriptor on the regular file `name` (relative to the directory dir_fd), and its fstat.
+
+    Never through a symbolic link, never left waiting on a FIFO. With `expected` (the identity the file had
+    when listed or hashed, as `since` says), a file that is not exactly that one raises SessionChanged."""
+    shown = shown or name
+    try:
+        descriptor = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        problem: str | None = "is a symbolic link"
+    else:
+        try:
+            info = os.fstat(descriptor)
+            problem = _difference(info, expected)
+        except BaseException:
+            os.close(descriptor)
+            raise
+        if problem is None:
+            return descriptor, info
+        os.close(descriptor)
+    if expected is not None:
+        raise SessionChanged(f"{shown} changed since it was {since}: it {problem}")
+    raise OSError(f"{shown} {problem}")
+
+
+def _difference(info: os.stat_result, expected: Identity | None) -> str | None:
+    """How the file `info` describes is not a regular file with the expected identity; None when it is."""
+    if stat.S_ISLNK(info.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if expected is not None and _identity(info) != expected:
+        return "is another file, or was written to"
+    return None
+
+
+def _hash_open_file(
+    descriptor: int, info: os.stat_result, name: str, path: str, part_size: int, chunk_bytes: int
+) -> FileDigest:
     buffer = bytearray(min(chunk_bytes, part_size))
     view = memoryview(buffer)
     whole = hashlib.sha256()
     parts: list[PartDigest] = []
-    with open(path, "rb", buffering=0) as handle:
-        info = os.fstat(handle.fileno())
-        size = info.st_size
-        for number in range(1, part_count(size, part_size) + 1):
-            _, length = part_range(number, part_size, size)
-            md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
-            left = length
-            while left > 0:
-                read = handle.readinto(view[: min(left, len(buffer))])
-                if not read:
-                    raise OSError(f"{path} shrank while being read ({size} bytes expected)")
-                chunk = view[:read]
-                whole.update(chunk)
-                md5.update(chunk)
-                sha256.update(chunk)
-                left -= read
-            parts.append(PartDigest(number, md5.hexdigest(), sha256.hexdigest()))
-    return FileDigest(name or os.path.basename(path), path, size, info.st_mtime_ns, whole.hexdigest(), tuple(parts))
+    size = info.st_size
+    for number in range(1, part_count(size, part_size) + 1):
+        _, length = part_range(number, part_size, size)
+        md5, sha256 = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+        left = length
+        while left > 0:
+            read = os.readv(descriptor, [view[: min(left, len(buffer))]])
+            if not read:
+                raise SessionChanged(f"{path} shrank while being read ({size} bytes expected)")
+            chunk = view[:read]
+            whole.update(chunk)
+            md5.update(chunk)
+            sha256.update(chunk)
+            left -= read
+        parts.append(PartDigest(number, md5.hexdigest(), sha256.hexdigest()))
+    if _identity(os.fstat(descriptor)) != _identity(info):
+        raise SessionChanged(f"{path} was written to while being hashed")
+    return FileDigest(name, path, size, info.st_mtime_ns, whole.hexdigest(), tuple(parts), info.st_dev, info.st_ino)
 
 
 # -- the session and its declaration ---------------------------------------------------------------------------
@@ -172,6 +258,9 @@ class Session:
     ended_at: str | None
     part_size: int
     files: tuple[FileDigest, ...]
+    # The session directory and each file as hashed, open for this attempt: parts are read through these.
+    dir_fd: int
+    descriptors: Mapping[str, int]
     # metadata.json as read, when it was sent whole (not trimmed, nor unreadable): then S3 holds it too.
     metadata_file: ConfirmedFile | None = None
 
@@ -215,26 +304,42 @@ def room_of(meeting_url: object) -> str:
 
 def read_metadata(directory: str) -> dict[str, Any]:
     """metadata.json as Jibri wrote it ({"meeting_url", "participants", ...}), trimmed to what may be sent."""
-    return _read_metadata(directory)[0]
+    try:
+        descriptor = os.open(directory, _DIR_FLAGS)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("%s cannot be opened as a directory (%s); sending no metadata", directory, exc)
+        return {}
+    try:
+        return _read_metadata(directory, descriptor)[0]
+    finally:
+        os.close(descriptor)
 
 
-def _read_metadata(directory: str) -> tuple[dict[str, Any], bool]:
-    """The metadata to send, and whether it is metadata.json whole (so that the manifest in S3 holds it)."""
+def _read_metadata(directory: str, dir_fd: int) -> tuple[dict[str, Any], ConfirmedFile | None]:
+    """The metadata to send and, when it is metadata.json whole (so that the manifest in S3 holds it), that
+    file as read (name, size, mtime_ns). Read relative to the session directory dir_fd, never through a link."""
     path = os.path.join(directory, METADATA_NAME)
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(_MAX_METADATA_FILE_BYTES + 1)
+        descriptor, info = _open_file(METADATA_NAME, dir_fd, path)
+        try:
+            raw = _read_up_to(descriptor, _MAX_METADATA_FILE_BYTES + 1)
+            unchanged = _identity(os.fstat(descriptor)) == _identity(info) and len(raw) == info.st_size
+        finally:
+            os.close(descriptor)
         body = json.loads(raw) if len(raw) <= _MAX_METADATA_FILE_BYTES else None
     except FileNotFoundError:
-        return {}, False
+        return {}, None
     except (OSError, ValueError, RecursionError) as exc:
         log.warning("%s is unreadable (%s); sending no metadata", path, exc)
-        return {}, False
+        return {}, None
     if not isinstance(body, dict):
         log.warning("%s is not a JSON object; sending no metadata", path)
-        return {}, False
+        return {}, None
     if _serialized_size(body) <= MAX_METADATA_BYTES:
-        return body, True
+        # Written to while read: sent as read, but not confirmed (so not deleted) as the file now is.
+        return body, (METADATA_NAME, info.st_size, info.st_mtime_ns) if unchanged else None
     # A long participant list is what grows: drop it first, then everything but the meeting URL.
     trimmed = {k: v for k, v in body.items() if k != "participants"}
     trimmed["participants_omitted"] = True
@@ -242,7 +347,18 @@ def _read_metadata(directory: str) -> tuple[dict[str, Any], bool]:
         meeting_url = body.get("meeting_url")
         trimmed = {"meeting_url": meeting_url if isinstance(meeting_url, str) else None, "metadata_omitted": True}
     log.warning("%s is over %d bytes; sending it trimmed (the file stays in place)", path, MAX_METADATA_BYTES)
-    return trimmed, False
+    return trimmed, None
+
+
+def _read_up_to(descriptor: int, limit: int) -> bytes:
+    pieces, got = [], 0
+    while got < limit:
+        piece = os.read(descriptor, limit - got)
+        if not piece:
+            break
+        pieces.append(piece)
+        got += len(piece)
+    return b"".join(pieces)
 
 
 def _serialized_size(body: object) -> int:
@@ -265,8 +381,22 @@ def started_at_of(names: Sequence[str]) -> str | None:
 
 
 @dataclass(frozen=True)
+class SessionFile:
+    """Where the uploader's part jobs read: `descriptor`, the file as opened and hashed in this attempt, while
+    `name` in the session directory (open as dir_fd) still names it, with the identity it was hashed with."""
+
+    dir_fd: int
+    descriptor: int
+    identity: Identity
+
+
+@dataclass(frozen=True)
 class PartJob:
-    """One PUT: bytes [offset, offset + length) of the file at path, to a presigned URL with exactly these headers."""
+    """One PUT: bytes [offset, offset + length) of the file at path, to a presigned URL with exactly these headers.
+
+    With `source` (the uploader's jobs), the part is read from the descriptor the file was hashed through, and
+    only while the file `name` in the session directory is still exactly that one; without it (a file of one's
+    own, as the benchmark sends), from path, opened without following a symbolic link."""
 
     name: str
     number: int
@@ -275,6 +405,7 @@ class PartJob:
     length: int
     url: str
     headers: Mapping[str, str]
+    source: SessionFile | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +413,7 @@ class PartResult:
     job: PartJob
     etag: str | None = None
     error: str | None = None
+    changed: bool = False  # not sent: the file is no longer the one hashed (SessionChanged)
 
     @property
     def ok(self) -> bool:
@@ -298,15 +430,21 @@ class PartSender:
     def send(self, jobs: Sequence[PartJob], stop: threading.Event | None = None) -> list[PartResult]:
         if not jobs:
             return []
+        changed = threading.Event()  # once a file changed, the session's other parts wait for the next attempt
         # The pool's queue holds jobs, not bytes: only the `concurrency` running ones have a part in memory.
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(jobs)), thread_name_prefix="part") as pool:
-            return list(pool.map(lambda job: self._send_one(job, stop), jobs))
+            return list(pool.map(lambda job: self._send_one(job, stop, changed), jobs))
 
-    def _send_one(self, job: PartJob, stop: threading.Event | None) -> PartResult:
+    def _send_one(self, job: PartJob, stop: threading.Event | None, changed: threading.Event) -> PartResult:
         if stop is not None and stop.is_set():
             return PartResult(job, error="not sent: the agent is stopping")
+        if changed.is_set():
+            return PartResult(job, error="not sent: a file of the session changed since it was hashed")
         try:
-            body = _read_part(job.path, job.offset, job.length)
+            body = _read_part(job)
+        except SessionChanged as exc:
+            changed.set()
+            return PartResult(job, error=f"cannot read part {job.number} of {job.name}: {exc}", changed=True)
         except OSError as exc:
             return PartResult(job, error=f"cannot read part {job.number} of {job.name}: {exc}")
         headers = {str(k): str(v) for k, v in job.headers.items()}
@@ -332,23 +470,44 @@ class PartSender:
         return PartResult(job, etag=etag)
 
 
-def _read_part(path: str, offset: int, length: int) -> bytes:
-    descriptor = os.open(path, os.O_RDONLY)
+def _read_part(job: PartJob) -> bytes:
+    """The part's bytes; with a source, from the very file hashed, which must be unchanged (else SessionChanged)."""
+    source = job.source
+    if source is None:
+        descriptor, _ = _open_file(job.path)
+        try:
+            return _pread_exactly(descriptor, job.length, job.offset, job.path)
+        finally:
+            os.close(descriptor)
     try:
-        data = os.pread(descriptor, length, offset)
-        if len(data) < length:  # pread may return short on some file systems: read the rest
-            pieces = [data]
-            got = len(data)
-            while got < length:
-                more = os.pread(descriptor, length - got, offset + got)
-                if not more:
-                    raise OSError(f"{path} is shorter than declared")
-                pieces.append(more)
-                got += len(more)
-            data = b"".join(pieces)
-        return data
-    finally:
-        os.close(descriptor)
+        named = os.stat(job.name, dir_fd=source.dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        raise SessionChanged(f"{job.path} changed since it was hashed: it is gone") from None
+    # The descriptor keeps the hashed inode alive, so no other file can have its device and inode meanwhile.
+    problem = _difference(named, source.identity) or _difference(os.fstat(source.descriptor), source.identity)
+    if problem is not None:
+        raise SessionChanged(f"{job.path} changed since it was hashed: it {problem}")
+    data = _pread_exactly(source.descriptor, job.length, job.offset, job.path)
+    if _identity(os.fstat(source.descriptor)) != source.identity:
+        raise SessionChanged(
+            f"{job.path} changed since it was hashed: it was written to while part {job.number} was read"
+        )
+    return data
+
+
+def _pread_exactly(descriptor: int, length: int, offset: int, path: str) -> bytes:
+    data = os.pread(descriptor, length, offset)
+    if len(data) < length:  # pread may return short on some file systems: read the rest
+        pieces = [data]
+        got = len(data)
+        while got < length:
+            more = os.pread(descriptor, length - got, offset + got)
+            if not more:
+                raise OSError(f"{path} is shorter than declared")
+            pieces.append(more)
+            got += len(more)
+        data = b"".join(pieces)
+    return data
 
 
 def _short(payload: bytes) -> str:
@@ -396,7 +555,8 @@ class Uploader:
         self._on_change = on_change
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._digests: dict[str, FileDigest] = {}  # path → digest, reused while size and mtime are unchanged
+        # path → (identity and ctime as hashed, digest): reused for the very same file, unchanged
+        self._digests: dict[str, tuple[tuple[int, ...], FileDigest]] = {}
 
     def wake(self) -> None:
         self._wake.set()
@@ -449,16 +609,23 @@ class Uploader:
                     entry.session_id,
                     extra=context,
                 )
-            session = self._scan(entry)
-            started = time.monotonic()
-            log.info(
-                "uploading session %s: %d file(s), %d bytes",
-                entry.session_id,
-                len(session.files),
-                sum(f.size for f in session.files),
-                extra={**context, "attempt": entry.attempts + 1},
-            )
-            reply = self._upload(session)
+            session_fd = self._open_session(entry)
+            held: dict[str, int] = {}  # each file as hashed, read again for its parts: closed after the attempt
+            try:
+                session = self._scan(entry, session_fd, held)
+                started = time.monotonic()
+                log.info(
+                    "uploading session %s: %d file(s), %d bytes",
+                    entry.session_id,
+                    len(session.files),
+                    sum(f.size for f in session.files),
+                    extra={**context, "attempt": entry.attempts + 1},
+                )
+                reply = self._upload(session)
+            finally:
+                for descriptor in held.values():
+                    os.close(descriptor)
+                os.close(session_fd)
         except _Stopped:
             return entry.state
         except NothingToUpload as exc:
@@ -523,6 +690,10 @@ class Uploader:
                 continue
             results = self.sender.send(jobs, self._stop)
             self._check_stop()
+            changed = next((r for r in results if r.changed), None)
+            if changed is not None:
+                # Not a failure the next round fixes: the session is looked at and hashed again next attempt.
+                raise TransientUploadError(f"{changed.error}; the session is hashed again at the next attempt")
             failures = [r for r in results if not r.ok]
             for result in results:
                 if result.ok and result.etag is not None:
@@ -565,7 +736,14 @@ class Uploader:
                 offset, length = part_range(upload["number"], session.part_size, digest.size)
                 jobs.append(
                     PartJob(
-                        digest.name, upload["number"], digest.path, offset, length, upload["url"], upload["headers"]
+                        digest.name,
+                        upload["number"],
+                        digest.path,
+                        offset,
+                        length,
+                        upload["url"],
+                        upload["headers"],
+                        SessionFile(session.dir_fd, session.descriptors[digest.name], digest.identity),
                     )
                 )
         return jobs
@@ -608,23 +786,19 @@ class Uploader:
 
     # -- files -------------------------------------------------------------------------------------------------
 
-    def _scan(self, entry: SpoolEntry) -> Session:
+    def _scan(self, entry: SpoolEntry, dir_fd: int, held: dict[str, int]) -> Session:
+        """Hash the session's files, each opened relative to its directory (dir_fd) and left open in `held`."""
         directory = entry.session_dir
-        try:
-            names = sorted(os.listdir(directory))
-        except FileNotFoundError:
-            raise NothingToUpload(f"{directory} no longer exists") from None
-        except NotADirectoryError:
-            raise NothingToUpload(f"{directory} is not a directory") from None
+        names = sorted(os.listdir(dir_fd))
         digests = []
-        metadata_info: os.stat_result | None = None
+        metadata_seen = False
         for name in names:
             path = os.path.join(directory, name)
-            info = os.lstat(path)
+            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             if name == METADATA_NAME:
                 # Read as root: only as a regular file, never through a link Jibri's user may have put there.
-                metadata_info = info if stat.S_ISREG(info.st_mode) else None
-                if metadata_info is None:
+                metadata_seen = stat.S_ISREG(info.st_mode)
+                if not metadata_seen:
                     log.warning("skipping %s: not a regular file", path, extra={"session_id": entry.session_id})
                 continue
             reason = skip_reason(name, info)
@@ -635,10 +809,10 @@ class Uploader:
                 raise PermanentUploadError(
                     f"{path} needs more than {MAX_PARTS} parts of {self.config.part_size} bytes; raise part_size"
                 )
-            digests.append(self._digest(path, info))
+            digests.append(self._digest(dir_fd, name, path, info, held))
         if not digests:
             raise NothingToUpload(f"{directory} holds no recording")
-        metadata, whole = _read_metadata(directory) if metadata_info is not None else ({}, False)
+        metadata, metadata_file = _read_metadata(directory, dir_fd) if metadata_seen else ({}, None)
         return Session(
             session_id=entry.session_id,
             directory=directory,
@@ -648,11 +822,9 @@ class Uploader:
             ended_at=entry.spooled_at,
             part_size=self.config.part_size,
             files=tuple(digests),
-            metadata_file=(
-                (METADATA_NAME, metadata_info.st_size, metadata_info.st_mtime_ns)
-                if whole and metadata_info is not None
-                else None
-            ),
+            dir_fd=dir_fd,
+            descriptors=held,
+            metadata_file=metadata_file,
         )
 
     def _recordings_dir(self) -> str:
@@ -676,12 +848,40 @@ class Uploader:
                 f"{directory} is not a session directory in recordings_dir {self.config.recordings_dir}"
             )
 
-    def _digest(self, path: str, info: os.stat_result) -> FileDigest:
+    def _open_session(self, entry: SpoolEntry) -> int:
+        """The session directory, opened as entry.session_id directly inside recordings_dir; neither is opened
+        through a symbolic link, so a directory swapped for one after the checks is still not followed."""
+        directory = entry.session_dir
+        try:
+            parent = os.open(self._recordings_dir(), _DIR_FLAGS)
+        except FileNotFoundError:
+            raise NothingToUpload(f"recordings_dir {self.config.recordings_dir} no longer exists") from None
+        try:
+            return os.open(entry.session_id, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            raise NothingToUpload(f"{directory} no longer exists") from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+                raise
+            if stat.S_ISLNK(os.stat(entry.session_id, dir_fd=parent, follow_symlinks=False).st_mode):
+                raise PermanentUploadError(f"{directory} is a symbolic link, not a session directory") from None
+            raise NothingToUpload(f"{directory} is not a directory") from None
+        finally:
+            os.close(parent)
+
+    def _digest(self, dir_fd: int, name: str, path: str, info: os.stat_result, held: dict[str, int]) -> FileDigest:
+        """The digest of the file `name` in dir_fd, which must still be the regular file listed (its lstat).
+
+        The file stays open in `held` for its parts to be read from. A digest from an earlier attempt is reused
+        only for the very same file: same identity, and same ctime (which no one can set back)."""
+        descriptor, opened = _open_file(name, dir_fd, path, _identity(info), since="listed")
+        held[name] = descriptor
+        key = (*_identity(opened), opened.st_ctime_ns)
         known = self._digests.get(path)
-        if known is not None and (known.size, known.mtime_ns) == (info.st_size, info.st_mtime_ns):
-            return known
-        digest = hash_file(path, self.config.part_size)
-        self._digests[path] = digest
+        if known is not None and known[0] == key:
+            return known[1]
+        digest = _hash_open_file(descriptor, opened, name, path, self.config.part_size, HASH_CHUNK_BYTES)
+        self._digests[path] = (key, digest)
         return digest
 
     def _finish(self, entry: SpoolEntry) -> None:
@@ -693,14 +893,14 @@ class Uploader:
         assert entry.confirmed_files is not None
         context = {"session_id": entry.session_id, "session_dir": entry.session_dir}
         try:
-            parent = os.open(self._recordings_dir(), os.O_RDONLY | os.O_DIRECTORY)
+            parent = os.open(self._recordings_dir(), _DIR_FLAGS)
         except FileNotFoundError:
             log.warning("recordings_dir %s is gone, and the session with it", self.config.recordings_dir, extra=context)
             self._remove_entry(entry)
             return
         try:
             try:
-                session = os.open(entry.session_id, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+                session = os.open(entry.session_id, _DIR_FLAGS, dir_fd=parent)
             except FileNotFoundError:
                 session = None  # deleted already (a crash after rmdir, before the entry went)
             if session is not None:

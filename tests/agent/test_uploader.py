@@ -39,6 +39,7 @@ class FakeRecordingsApi:
         self.recordings: dict[str, dict[str, Any]] = {}
         self.parts: dict[Key, bytes] = {}
         self.puts: Counter[Key] = Counter()
+        self.bodies: list[bytes] = []  # every PUT body received, accepted or not
         self.calls: list[str] = []
         self.fail_put_once: set[Key] = set()
         self.reject_once: set[Key] = set()  # complete finds these parts missing (and drops them)
@@ -159,6 +160,7 @@ class FakeRecordingsApi:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             self.puts[key] += 1
+            self.bodies.append(data)
         try:
             if key in self.fail_put_once:
                 self.fail_put_once.discard(key)
@@ -622,3 +624,202 @@ def test_with_uploads_disabled_the_spool_is_not_counted(make_agent, status_api, 
     (spool_dir / "sess-11.json").write_text("{}")
     make_agent(spool_dir=str(spool_dir), upload_enabled=False).tick()
     assert status_api.reports()[-1].body["pending_uploads"] == 0
+
+
+# -- a session's files are read as hashed, never through a link Jibri's user swapped in --------------------------
+
+SECRET = b"root:$6$not-for-the-recordings-bucket:19000:0:99999:7:::\n"
+
+
+def outside_file(tmp_path, size: int, mtime_ns: int | None = None):
+    """A root-only file elsewhere on the instance (think /etc/shadow), of the given size and mtime."""
+    secret = tmp_path / "etc" / "shadow"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_bytes((SECRET * (size // len(SECRET) + 1))[:size])
+    if mtime_ns is not None:
+        os.utime(secret, ns=(mtime_ns, mtime_ns))
+    return secret
+
+
+def leaked(api) -> bool:
+    """Whether any byte of the outside file reached S3 or the control plane, in a part or a declaration."""
+    declarations = json.dumps([r["declaration"] for r in api.recordings.values()]).encode()
+    return any(SECRET[:24] in body for body in api.bodies) or SECRET[:24] in declarations
+
+
+def swap_for_link(path, target) -> None:
+    path.unlink()
+    path.symlink_to(target)
+
+
+class SwapAfterLook:
+    """Jibri's user swapping a session's file right after the uploader looked at it, before it is opened."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, name: str, swap: Callable[[], None]) -> None:
+        self.name, self.swap, self.swapped = name, swap, False
+        for attr in ("stat", "lstat"):
+            monkeypatch.setattr(os, attr, self._wrap(getattr(os, attr)))
+
+    def _wrap(self, real: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
+        def look(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            info = real(path, *args, **kwargs)
+            if not self.swapped and isinstance(path, str | os.PathLike) and os.path.basename(path) == self.name:
+                self.swapped = True
+                self.swap()
+            return info
+
+        return look
+
+
+class SwappingSender(PartSender):
+    """Sends parts as PartSender does, after `swap` ran once: between the hash pass and the first part read."""
+
+    def __init__(self, swap: Callable[[], None]) -> None:
+        super().__init__(concurrency=3, timeout=10)
+        self.swap, self.swapped = swap, False
+
+    def send(self, jobs: Any, stop: threading.Event | None = None) -> list[PartResult]:
+        if not self.swapped:
+            self.swapped = True
+            self.swap()
+        return super().send(jobs, stop)
+
+
+def test_a_file_swapped_for_a_link_between_the_look_and_the_hash_is_not_read(world, api, monkeypatch, tmp_path):
+    data = os.urandom(2 * PART)
+    directory, entry = world.session("sess-21", {"rec.mp4": data})
+    secret = outside_file(tmp_path, len(data))
+    look = SwapAfterLook(monkeypatch, "rec.mp4", lambda: swap_for_link(directory / "rec.mp4", secret))
+    uploader = world.uploader()
+
+    assert uploader.process(entry) == PENDING  # the session changed while it was read: hashed again later
+
+    assert look.swapped and api.calls == [] and not leaked(api)
+    assert "changed" in (world.spool.entries()[0].last_error or "")
+    world.clock.now = T0 + timedelta(minutes=10)
+    uploader.run_once()  # the link is now seen as one: no recording is left to send
+    assert api.calls == [] and not leaked(api) and world.spool.count() == 0
+    assert (directory / "rec.mp4").is_symlink() and secret.read_bytes()[: len(SECRET)] == SECRET
+
+
+@pytest.mark.parametrize("replacement", ["link", "another file"])
+def test_a_file_swapped_between_hashing_and_the_part_upload_is_not_read(world, api, tmp_path, replacement):
+    data = os.urandom(2 * PART + 10)
+    directory, entry = world.session("sess-22", {"rec.mp4": data})
+    info = os.stat(directory / "rec.mp4")
+    # Same name, size and mtime as the file hashed: only its identity (device and inode) tells them apart.
+    secret = outside_file(tmp_path, len(data), info.st_mtime_ns)
+
+    def swap() -> None:
+        if replacement == "link":
+            swap_for_link(directory / "rec.mp4", secret)
+        else:
+            (directory / "rec.mp4").unlink()
+            (directory / "rec.mp4").write_bytes(secret.read_bytes())
+            os.utime(directory / "rec.mp4", ns=(info.st_mtime_ns, info.st_mtime_ns))
+
+    sender = SwappingSender(swap)
+    assert world.uploader(sender=sender).process(entry) == PENDING
+
+    assert sender.swapped and not leaked(api) and not api.puts
+    assert api.calls == ["declare"] and "rec.mp4" in api.recordings["sess-22"]["declaration"]["files"][0]["name"]
+    (retry,) = world.spool.entries()
+    assert "changed since it was hashed" in (retry.last_error or "") and retry.state == PENDING
+    assert secret.read_bytes()[: len(SECRET)] == SECRET
+
+
+def test_a_file_rewritten_between_hashing_and_the_part_upload_is_not_sent(world, api):
+    data = os.urandom(2 * PART)
+    directory, entry = world.session("sess-23", {"rec.mp4": data})
+
+    def append() -> None:
+        with open(directory / "rec.mp4", "ab") as handle:
+            handle.write(b"more")
+
+    assert world.uploader(sender=SwappingSender(append)).process(entry) == PENDING
+
+    assert not api.puts and "changed since it was hashed" in (world.spool.entries()[0].last_error or "")
+    assert (directory / "rec.mp4").read_bytes() == data + b"more"
+
+
+def test_a_session_directory_swapped_for_a_link_before_the_scan_is_not_followed(world, api, monkeypatch, tmp_path):
+    directory, entry = world.session("sess-24", {"rec.mp4": os.urandom(PART)})
+    # Elsewhere, a directory holding a "recording" that is in fact a root-only file.
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    secret = outside_file(tmp_path, PART)
+    (target / "rec.mp4").symlink_to(secret)
+    (target / "copy.mp4").write_bytes(secret.read_bytes())
+    uploader = world.uploader()
+    checked = uploader._check_place
+
+    def check_then_swap(entry):
+        checked(entry)  # passes; then Jibri's user swaps the directory for a link before the scan
+        directory.rename(tmp_path / "moved")
+        directory.symlink_to(target)
+
+    monkeypatch.setattr(uploader, "_check_place", check_then_swap)
+
+    assert uploader.process(entry) == FAILED
+
+    assert api.calls == [] and not leaked(api)
+    assert "symbolic link" in (world.spool.entries()[0].last_error or "")
+    assert sorted(os.listdir(target)) == ["copy.mp4", "rec.mp4"] and secret.exists()
+
+
+def test_a_session_directory_swapped_for_a_link_during_the_upload_sends_only_what_was_hashed(world, api, tmp_path):
+    data = os.urandom(3 * PART)
+    directory, entry = world.session("sess-25", {"rec.mp4": data})
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    secret = outside_file(tmp_path, len(data), os.stat(directory / "rec.mp4").st_mtime_ns)
+    (target / "rec.mp4").symlink_to(secret)
+    moved = tmp_path / "moved"
+
+    def swap() -> None:
+        directory.rename(moved)
+        directory.symlink_to(target)
+
+    # The parts are read from the directory that was hashed, wherever it went: the recording, nothing else.
+    assert world.uploader(sender=SwappingSender(swap)).process(entry) == CONFIRMED
+
+    assert api.objects("sess-25") == {"rec.mp4": data} and not leaked(api)
+    # Nothing is deleted through the link either: the confirmed session waits for its directory.
+    assert (moved / "rec.mp4").read_bytes() == data and directory.is_symlink() and secret.exists()
+    assert world.spool.entries()[0].state == CONFIRMED
+
+
+def test_metadata_swapped_for_a_link_before_it_is_read_is_not_sent(world, api, monkeypatch, tmp_path):
+    data = os.urandom(PART)
+    directory, entry = world.session("sess-26", {"rec.mp4": data})
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({"meeting_url": "https://x/" + SECRET.decode(), "key": "AKIA-NOT-TO-SEND"}))
+    SwapAfterLook(monkeypatch, "metadata.json", lambda: swap_for_link(directory / "metadata.json", credentials))
+
+    assert world.uploader().process(entry) == "done"
+
+    declaration = api.recordings["sess-26"]["declaration"]
+    assert declaration["metadata"] == {} and declaration["room"] == "" and "AKIA" not in json.dumps(declaration)
+    assert api.objects("sess-26") == {"rec.mp4": data} and not leaked(api)
+    # metadata.json was not sent whole, so it is not confirmed: the link stays, and what it points at.
+    assert os.listdir(directory) == ["metadata.json"] and credentials.exists()
+
+
+def test_a_file_swapped_for_a_fifo_does_not_hang_the_uploader(world, api, monkeypatch):
+    directory, entry = world.session("sess-27", {"rec.mp4": os.urandom(PART)})
+
+    def swap() -> None:
+        (directory / "rec.mp4").unlink()
+        os.mkfifo(directory / "rec.mp4")
+
+    SwapAfterLook(monkeypatch, "rec.mp4", swap)
+    states: list[str] = []
+    worker = threading.Thread(target=lambda: states.append(world.uploader().process(entry)), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    try:
+        assert not worker.is_alive(), "opening a FIFO blocked the uploader"
+    finally:
+        if worker.is_alive():  # release the blocked open, so the thread ends
+            os.close(os.open(directory / "rec.mp4", os.O_WRONLY | os.O_NONBLOCK))
+    assert states == [PENDING] and api.calls == []

@@ -9,7 +9,16 @@ import time
 
 import pytest
 
-from agent.uploader import hash_file, part_count, part_range, read_metadata, room_of, started_at_of
+from agent.uploader import (
+    PartJob,
+    PartSender,
+    hash_file,
+    part_count,
+    part_range,
+    read_metadata,
+    room_of,
+    started_at_of,
+)
 
 PART = 64 * 1024
 
@@ -87,3 +96,30 @@ def test_the_start_comes_from_jibris_file_name(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_hashing_and_part_reads_by_path_never_follow_a_symbolic_link(tmp_path):
+    secret = tmp_path / "shadow"
+    secret.write_bytes(b"root:$6$not-to-be-read:19000::::::\n")
+    link = tmp_path / "rec.mp4"
+    link.symlink_to(secret)
+    with pytest.raises(OSError, match="symbolic link"):
+        hash_file(str(link), PART)
+    job = PartJob("rec.mp4", 1, str(link), 0, secret.stat().st_size, "http://127.0.0.1:9/never", {})
+    (result,) = PartSender(concurrency=1, timeout=1).send([job])
+    assert result.error is not None and "symbolic link" in result.error and not result.changed
+
+
+def test_metadata_is_never_read_through_a_symbolic_link(tmp_path):
+    elsewhere = tmp_path / "credentials.json"
+    elsewhere.write_text(json.dumps({"meeting_url": "https://m/r", "secret": "not to be sent"}))
+    session = tmp_path / "sess"
+    session.mkdir()
+    (session / "metadata.json").symlink_to(elsewhere)
+    assert read_metadata(str(session)) == {}
+    linked = tmp_path / "linked-session"
+    linked.symlink_to(session)
+    (session / "metadata.json").unlink()
+    (session / "metadata.json").write_text(json.dumps({"meeting_url": "https://m/r"}))
+    assert read_metadata(str(linked)) == {}  # nor the session directory through one
+    assert read_metadata(str(session)) == {"meeting_url": "https://m/r"}
