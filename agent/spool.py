@@ -58,6 +58,10 @@ def skip_reason(name: str, info: os.stat_result) -> str | None:
         return "Jibri's metadata"
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file"
+    if info.st_nlink > 1:
+        # Jibri writes each recording once; a second name for a file may be a hard link Jibri's user made to a
+        # file it cannot read (where fs.protected_hardlinks is off), which root would otherwise upload.
+        return "a hard link (the file has other names)"
     if info.st_size == 0:
         return "empty"
     return None

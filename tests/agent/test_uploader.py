@@ -823,3 +823,16 @@ def test_a_file_swapped_for_a_fifo_does_not_hang_the_uploader(world, api, monkey
         if worker.is_alive():  # release the blocked open, so the thread ends
             os.close(os.open(directory / "rec.mp4", os.O_WRONLY | os.O_NONBLOCK))
     assert states == [PENDING] and api.calls == []
+
+
+def test_a_hard_link_to_a_file_elsewhere_is_never_read(world, api, tmp_path):
+    data = os.urandom(PART)
+    directory, entry = world.session("sess-31", {"rec.mp4": data})
+    secret = outside_file(tmp_path, 3 * PART)
+    os.link(secret, directory / "notes.mp4")  # another name for the outside file, inside the session
+
+    assert world.uploader().process(entry) == "done"
+
+    assert not leaked(api)
+    assert set(api.objects("sess-31")) == {"rec.mp4"}
+    assert (directory / "notes.mp4").exists() and secret.read_bytes()  # skipped, so neither name is deleted
