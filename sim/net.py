@@ -18,9 +18,28 @@ class LoopbackServer:
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
         self._handler = handler
-        self.port = port or free_port()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._bound: ThreadingHTTPServer | None = None
+        if port:
+            self.port = port
+        else:
+            # Bound now, on a port the kernel picks, and kept: a port picked first and bound later can be
+            # taken in between by another process on the machine. It listens only once started, so until
+            # then a connection is refused as it would be with nothing there.
+            self._bound = self._make(0)
+            self.port = int(self._bound.server_address[1])
+
+    def _make(self, port: int) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", port), self._handler, bind_and_activate=False)
+        try:
+            server.server_bind()
+        except BaseException:
+            server.server_close()
+            raise
+        server.daemon_threads = True
+        server.owner = self  # type: ignore[attr-defined]
+        return server
 
     @property
     def url(self) -> str:
@@ -32,15 +51,17 @@ class LoopbackServer:
 
     def start(self) -> LoopbackServer:
         if self._server is None:
-            server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler)
-            server.daemon_threads = True
-            server.owner = self  # type: ignore[attr-defined]
+            server, self._bound = self._bound or self._make(self.port), None
+            server.server_activate()
             self._server = server
             self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             self._thread.start()
         return self
 
     def stop(self) -> None:
+        if self._bound is not None:  # never started
+            self._bound.server_close()
+            self._bound = None
         server, self._server = self._server, None
         if server is not None:
             server.shutdown()
