@@ -531,14 +531,7 @@ def test_a_session_directory_swapped_for_a_link_after_the_checks_is_not_followed
     (target / "rec.mp4").write_bytes(b"k" * len(data))
     os.utime(target / "rec.mp4", ns=(0, confirmed.confirmed_files[0][2]))
     uploader = world.uploader()
-    checked = uploader._check_place
-
-    def check_then_swap(entry):
-        checked(entry)  # passes; then Jibri's user swaps the directory for a link before the deletion
-        directory.rename(tmp_path / "moved")
-        directory.symlink_to(target)
-
-    monkeypatch.setattr(uploader, "_check_place", check_then_swap)
+    swap_directory_after_check(monkeypatch, uploader, directory, target)  # then the deletion runs
     assert uploader.process(confirmed) == CONFIRMED
     assert (target / "rec.mp4").read_bytes() == b"k" * len(data)
 
@@ -647,6 +640,18 @@ def leaked(api) -> bool:
     return any(SECRET[:24] in body for body in api.bodies) or SECRET[:24] in declarations
 
 
+def swap_directory_after_check(monkeypatch: pytest.MonkeyPatch, uploader: Uploader, directory, target) -> None:
+    """The uploader's place check passes; right after it, Jibri's user swaps the session directory for a link."""
+    checked = uploader._check_place
+
+    def check_then_swap(entry):
+        checked(entry)
+        directory.rename(directory.parent.parent / f"moved-{directory.name}")
+        directory.symlink_to(target)
+
+    monkeypatch.setattr(uploader, "_check_place", check_then_swap)
+
+
 def swap_for_link(path, target) -> None:
     path.unlink()
     path.symlink_to(target)
@@ -751,14 +756,7 @@ def test_a_session_directory_swapped_for_a_link_before_the_scan_is_not_followed(
     (target / "rec.mp4").symlink_to(secret)
     (target / "copy.mp4").write_bytes(secret.read_bytes())
     uploader = world.uploader()
-    checked = uploader._check_place
-
-    def check_then_swap(entry):
-        checked(entry)  # passes; then Jibri's user swaps the directory for a link before the scan
-        directory.rename(tmp_path / "moved")
-        directory.symlink_to(target)
-
-    monkeypatch.setattr(uploader, "_check_place", check_then_swap)
+    swap_directory_after_check(monkeypatch, uploader, directory, target)  # then the scan runs
 
     assert uploader.process(entry) == FAILED
 

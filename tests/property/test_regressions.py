@@ -12,15 +12,7 @@ from tests.property.pool_world import PoolWorld
 def busy_recorder_whose_termination_lands_after_a_run() -> tuple[PoolWorld, str]:
     """Someone terminates a busy recorder; an evaluator run sees the instance Terminating:Wait
     before the lifecycle event arrives."""
-    world = PoolWorld()
-    first, second = list(world.jibris)
-    world.report(first)
-    world.report(second)
-    world.tick()
-    world.start_recording(first)
-    world.report(first)
-    world.group.begin_external_termination(first, "operator")
-    world.collect_events()
+    world, first = _busy_recorder_terminated_by("operator")
     world.advance(1)
     world.tick()
     # Today this run buries the recorder: the group lists its instance as Terminating:Wait.
@@ -76,6 +68,11 @@ def test_a_reserved_recorder_whose_jibri_left_service_is_never_assigned_to_a_sec
 
 def busy_recorder_under_a_spot_interruption() -> tuple[PoolWorld, str]:
     """A Spot interruption begins the termination of a recorder the control plane knows is busy."""
+    return _busy_recorder_terminated_by("spot interruption")
+
+
+def _busy_recorder_terminated_by(cause: str) -> tuple[PoolWorld, str]:
+    """Two recorders report idle, the first starts recording, then `cause` begins its termination."""
     world = PoolWorld()
     first, second = list(world.jibris)
     world.report(first)
@@ -83,7 +80,7 @@ def busy_recorder_under_a_spot_interruption() -> tuple[PoolWorld, str]:
     world.tick()
     world.start_recording(first)
     world.report(first)
-    world.group.begin_external_termination(first, "spot interruption")
+    world.group.begin_external_termination(first, cause)
     world.collect_events()
     return world, first
 
