@@ -158,6 +158,9 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
     # buffer must absorb leaves the rest to cold launches.
     reaction = reaction_seconds(settings)
     warm_need = poisson_quantile(rate * (demand.warm_lead_seconds + reaction), settings.service_level)
+    if settings.warm_pool == "auto":
+        # A pool too small to make launches warm would be paid for and never counted on.
+        warm_pool_size = max(warm_pool_size, warm_need)
     warm_enough = snapshot.warm > 0 and snapshot.warm >= warm_need
     launch = demand.warm_lead_seconds if warm_enough else demand.cold_lead_seconds
     lead = launch + reaction

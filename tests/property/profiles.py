@@ -8,7 +8,7 @@ root (git-ignored). To replay a failure:
 
 - on the same checkout, run the deep profile again: Hypothesis tries the saved examples first;
 - anywhere else, take the `@reproduce_failure("<version>", b"<blob>")` line the failing run
-  printed and run `PROPERTY_REPRODUCE='<version> <blob>' .venv/bin/python -m pytest tests/property -q`
+  printed, whole, and run `PROPERTY_REPRODUCE='<that line>' .venv/bin/python -m pytest tests/property -q`
   with that Hypothesis version (test_pool_machine.py applies it to the machine).
 """
 

@@ -241,15 +241,27 @@ def test_in_a_busy_hour_the_spared_waits_limit_trims_only_the_tail() -> None:
 
 
 def test_the_spared_waits_limit_never_goes_below_the_floor() -> None:
-    # One arrival a day: the first idle recorder would spare almost nothing, but min_idle keeps it,
-    # and a schedule override raises the floor the limit cannot cut into.
-    demand = rate(1 / 1440)
-    assert decide(snapshot(idle=0), demand, settings(min_spared_per_hour=1.0)).buffer_target == 1
-    schedule = parse_schedule("mon-fri 08:00-18:00 min_idle=3")
-    held = decide(snapshot(idle=0), demand, settings(min_spared_per_hour=5.0, schedule=schedule))
-    assert held.buffer_target == 3
+    # 1 arrival a minute over 240 + 60 s: mean 5, 12 at 99.5 %. Asking each recorder to spare 5 waiting
+    # requests an hour keeps 8 (the 8th spares 60 x P(N = 7) = 6.3, the 9th 60 x P(N = 8) = 3.9); a
+    # schedule override's floor of 10 is kept whatever the limit says.
+    demand = rate(1.0)
+    strict = settings(min_spared_per_hour=5.0)
+    assert decide(snapshot(idle=3, busy=5), demand, strict).buffer_target == 8
+    schedule = parse_schedule("mon-fri 08:00-18:00 min_idle=10")  # NOW is a Tuesday at 08:26 UTC
+    held = decide(snapshot(idle=3, busy=5), demand, dataclasses.replace(strict, schedule=schedule))
+    assert held.buffer_target == 10 and "idle recorder 11 not kept" in held.reason
+    # A quiet pool keeps min_idle however little its one recorder would spare.
+    assert decide(snapshot(idle=0), rate(1 / 1440), settings(min_spared_per_hour=100.0)).buffer_target == 1
 
 
 def test_booked_and_queued_requests_are_never_trimmed_by_the_spared_waits_limit() -> None:
     decision = decide(snapshot(idle=0, queued=2), rate(5 / 60, booked=3), settings(min_spared_per_hour=100.0))
     assert decision.buffer_target == 1 + 3 + 2
+
+
+def test_an_auto_pool_is_never_smaller_than_what_makes_launches_warm() -> None:
+    # 1 arrival a minute: a cold refill (240 s, mean 4) at 50 % asks for a pool of 4, but the buffer counts on
+    # warm launches only with 6 parked (45 + 60 s, mean 1.75, at 99.5 %): the pool is made 6.
+    loose = settings(warm_pool="auto", warm_pool_service_level=0.5)
+    assert poisson_quantile(4.0, 0.5) == 4
+    assert decide(snapshot(idle=1), rate(1.0), loose).warm_pool_size == 6
