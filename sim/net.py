@@ -27,11 +27,13 @@ class LoopbackServer:
             # Bound now, on a port the kernel picks, and kept: a port picked first and bound later can be
             # taken in between by another process on the machine. It listens only once started, so until
             # then a connection is refused as it would be with nothing there.
-            self._bound = self._make(0)
+            # Without SO_REUSEADDR: on Linux another socket asking for it could share a port bound with it.
+            self._bound = self._make(0, reuse=False)
             self.port = int(self._bound.server_address[1])
 
-    def _make(self, port: int) -> ThreadingHTTPServer:
+    def _make(self, port: int, reuse: bool = True) -> ThreadingHTTPServer:
         server = ThreadingHTTPServer(("127.0.0.1", port), self._handler, bind_and_activate=False)
+        server.allow_reuse_address = reuse  # a restart on the same port needs it (TIME_WAIT)
         try:
             server.server_bind()
         except BaseException:
@@ -52,7 +54,11 @@ class LoopbackServer:
     def start(self) -> LoopbackServer:
         if self._server is None:
             server, self._bound = self._bound or self._make(self.port), None
-            server.server_activate()
+            try:
+                server.server_activate()
+            except BaseException:
+                server.server_close()
+                raise
             self._server = server
             self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
             self._thread.start()

@@ -6,8 +6,6 @@ import socket
 import urllib.request
 from http.server import BaseHTTPRequestHandler
 
-import pytest
-
 from sim.net import LoopbackServer
 
 
@@ -30,11 +28,21 @@ def _refused(port: int) -> bool:
     return False
 
 
+def _taken(port: int) -> bool:
+    """Whether another socket, even one asking to share the address, cannot bind the port."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            other.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 def test_the_port_is_held_from_construction_so_nothing_else_can_take_it() -> None:
     server = LoopbackServer(_Hello)
     try:
-        with socket.socket() as other, pytest.raises(OSError):
-            other.bind(("127.0.0.1", server.port))
+        assert _taken(server.port)
         assert _refused(server.port)  # bound, not yet listening: as if nothing were there
         server.start()
         assert urllib.request.urlopen(server.url, timeout=5).read() == b"hi"
@@ -57,7 +65,6 @@ def test_stopped_it_refuses_and_started_again_it_answers_on_the_same_port() -> N
 
 def test_a_server_never_started_releases_its_port_when_stopped() -> None:
     server = LoopbackServer(_Hello)
+    assert _taken(server.port)
     server.stop()
-    with socket.socket() as other:
-        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        other.bind(("127.0.0.1", server.port))
+    assert not _taken(server.port)
