@@ -55,6 +55,9 @@ class LoopbackServer:
         if self._server is None:
             server, self._bound = self._bound or self._make(self.port), None
             try:
+                # Shared only now that it listens (Linux lets no one bind a listening port), so that after a
+                # stop its connections in TIME_WAIT do not keep a restart on the same port from binding.
+                server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 server.server_activate()
             except BaseException:
                 server.server_close()
