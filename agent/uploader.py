@@ -67,7 +67,8 @@ log = get_logger("uploader")
 # POST path and JSON body in; HTTP status and parsed JSON body (None if not JSON) out. Raises on no answer.
 JsonCall = Callable[[str, Mapping[str, Any]], tuple[int, Any]]
 
-MAX_METADATA_BYTES = 65536  # serialized, as the control plane accepts it
+# The control plane refuses metadata whose json.dumps (default separators, non-ASCII escaped) is longer than this.
+MAX_METADATA_BYTES = 65536
 _MAX_METADATA_FILE_BYTES = 1 << 20
 HASH_CHUNK_BYTES = 1 << 20
 MAX_PARTS = 10000
@@ -362,7 +363,9 @@ def _read_up_to(descriptor: int, limit: int) -> bytes:
 
 
 def _serialized_size(body: object) -> int:
-    return len(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+    """The size the control plane checks: the length of json.dumps with its defaults (", " and ": " between
+    items, non-ASCII escaped as \\uXXXX), not of the compact form the request carries, which is never longer."""
+    return len(json.dumps(body))
 
 
 def started_at_of(names: Sequence[str]) -> str | None:

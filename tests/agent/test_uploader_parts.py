@@ -123,3 +123,20 @@ def test_metadata_is_never_read_through_a_symbolic_link(tmp_path):
     (session / "metadata.json").write_text(json.dumps({"meeting_url": "https://m/r"}))
     assert read_metadata(str(linked)) == {}  # nor the session directory through one
     assert read_metadata(str(session)) == {"meeting_url": "https://m/r"}
+
+
+def test_metadata_is_measured_as_the_control_plane_measures_it(tmp_path):
+    """The control plane counts the characters of json.dumps(metadata) with its default separators and ASCII
+    escapes; metadata that is small compactly encoded but over the limit that way is trimmed, not refused."""
+    from chalicelib.recordings import MAX_METADATA_BYTES as CONTROL_PLANE_LIMIT
+
+    participants = [{"id": f"p{n}@muc.meet.example.com/x", "name": "Zoë Ünal"} for n in range(1000)]
+    body = {"meeting_url": "https://m/r", "participants": participants}
+    compact = len(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+    assert compact <= CONTROL_PLANE_LIMIT < len(json.dumps(body))  # the two measures disagree on this body
+    (tmp_path / "metadata.json").write_text(json.dumps(body, ensure_ascii=False), encoding="utf-8")
+
+    sent = read_metadata(str(tmp_path))
+
+    assert sent == {"meeting_url": "https://m/r", "participants_omitted": True}
+    assert len(json.dumps(sent)) <= CONTROL_PLANE_LIMIT
