@@ -14,6 +14,7 @@ for an operator to look at.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -201,8 +202,7 @@ class Spool:
 
     def get(self, session_id: str) -> SpoolEntry | None:
         try:
-            with open(self._entry_path(session_id), "rb") as handle:
-                raw = handle.read(_MAX_ENTRY_BYTES + 1)
+            raw = _read_entry_file(self._entry_path(session_id))
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -227,8 +227,10 @@ class Spool:
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(data)
                 handle.flush()
+                # Through the descriptor: Jibri's user may have renamed the file and put a link in its place.
+                os.fchmod(handle.fileno(), 0o660)
                 os.fsync(handle.fileno())
-            os.chmod(temp, 0o660)
+            # By name, but only the spool's own names change: a link put there becomes an unreadable entry.
             os.replace(temp, self._entry_path(entry.session_id))
         except OSError as exc:
             _remove_quietly(temp)
@@ -343,6 +345,34 @@ class Spool:
             pass
         finally:
             os.close(descriptor)
+
+
+# An entry is opened like this: never through a symbolic link, never left waiting on a FIFO for a writer.
+_ENTRY_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def _read_entry_file(path: str) -> bytes:
+    """Up to _MAX_ENTRY_BYTES + 1 bytes of the entry at path, which must be a regular file (else OSError)."""
+    try:
+        descriptor = os.open(path, _ENTRY_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "it is a symbolic link") from None
+        raise
+    try:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, "it is not a regular file")
+        pieces: list[bytes] = []
+        left = _MAX_ENTRY_BYTES + 1
+        while left > 0:
+            piece = os.read(descriptor, left)
+            if not piece:
+                break
+            pieces.append(piece)
+            left -= len(piece)
+        return b"".join(pieces)
+    finally:
+        os.close(descriptor)
 
 
 def _remove_quietly(path: str) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
+import threading
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -226,3 +230,54 @@ def test_due_follows_next_attempt_at():
     assert entry.due(T0)
     later = SpoolEntry("s", "/r/s", "2026-11-24T10:40:00Z", next_attempt_at="2026-11-24T11:40:00Z")
     assert not later.due(T0) and later.due(T0 + timedelta(hours=1))
+
+
+def test_an_entry_that_is_a_fifo_or_a_link_is_unreadable_and_does_not_block(spool, tmp_path):
+    ok, _ = spool.add(str(_session(tmp_path)))
+    # Jibri's user can write the spool: a FIFO would block an open for reading until someone writes to it.
+    fifo = tmp_path / "spool" / "stuck-1.json"
+    os.mkfifo(fifo)
+    target = tmp_path / "entry-elsewhere.json"
+    target.write_text(json.dumps({**ok.to_json(), "session_id": "linked-1", "session_dir": "/r/linked-1"}))
+    (tmp_path / "spool" / "linked-1.json").symlink_to(target)
+    scans: list[Any] = []
+    worker = threading.Thread(target=lambda: scans.append(spool.scan()), daemon=True)
+    worker.start()
+    worker.join(timeout=10)
+    try:
+        assert not worker.is_alive(), "reading a FIFO in the spool blocked the scan"
+    finally:
+        if worker.is_alive():  # release the blocked open, so the thread ends
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            worker.join(timeout=10)
+    (scan,) = scans
+    assert [e.session_id for e in scan.entries] == [ok.session_id]
+    assert scan.unreadable == ["linked-1", "stuck-1"] and (scan.pending, scan.failed) == (3, 2)
+
+
+def test_an_entry_is_made_group_writable_through_its_descriptor_not_its_name(spool, tmp_path, monkeypatch):
+    """Jibri's user can rename the temporary file and put a link in its place before the agent (root) sets the
+    mode: the mode is set on the file written, never on what the name points at by then."""
+    victim = tmp_path / "shadow"
+    victim.write_text("root only")
+    victim.chmod(0o600)
+    entry, _ = spool.add(str(_session(tmp_path)))
+    real_fsync = os.fsync
+    swapped: list[str] = []
+
+    def fsync_then_swap(descriptor: int) -> None:
+        real_fsync(descriptor)
+        temps = [p for p in (tmp_path / "spool").iterdir() if p.name.startswith(".tmp-")]
+        if temps and not swapped:
+            temp = temps[0]
+            swapped.append(temp.name)
+            temp.rename(tmp_path / "spool" / "moved-away")
+            temp.symlink_to(victim)
+
+    monkeypatch.setattr(os, "fsync", fsync_then_swap)
+    with contextlib.suppress(SpoolError):
+        spool.update(entry, attempts=1)
+    monkeypatch.undo()
+
+    assert swapped and stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "spool" / "moved-away").stat().st_mode) == 0o660
