@@ -76,8 +76,10 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
-# A confirmed file: its name in the session directory, and its size and mtime_ns as uploaded and verified.
-ConfirmedFile = tuple[str, int, int]
+# A confirmed file: its name in the session directory, its size and mtime_ns as uploaded and verified, then its
+# device, inode and ctime_ns (a file's writer can set its size and mtime, not its ctime). Entries written before
+# the identity was recorded hold the first three only; theirs are matched by size and mtime alone.
+ConfirmedFile = tuple[str, int, int] | tuple[str, int, int, int, int, int]
 
 
 @dataclass(frozen=True)
@@ -147,17 +149,32 @@ def _confirmed_files(raw: Any) -> tuple[ConfirmedFile, ...] | None:
         return None
     if not isinstance(raw, list):
         raise ValueError("confirmed_files is not a list")
-    found = []
+    found: list[ConfirmedFile] = []
     for item in raw:
-        if not isinstance(item, list) or len(item) != 3:
-            raise ValueError("confirmed_files holds something other than [name, size, mtime_ns]")
-        name, size, mtime_ns = item
+        if not isinstance(item, list) or len(item) not in (3, 6):
+            raise ValueError(
+                "confirmed_files holds something other than [name, size, mtime_ns, dev, ino, ctime_ns] "
+                "(or [name, size, mtime_ns])"
+            )
+        name, numbers = item[0], item[1:]
         if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\0" in name:
             raise ValueError(f"confirmed file name {name!r} is not a plain file name")
-        if any(isinstance(v, bool) or not isinstance(v, int) for v in (size, mtime_ns)) or size < 0:
-            raise ValueError(f"size or mtime_ns of confirmed file {name!r} is not a whole number")
-        found.append((name, size, mtime_ns))
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in numbers) or numbers[0] < 0:
+            raise ValueError(f"size, mtime_ns, dev, ino or ctime_ns of confirmed file {name!r} is not a whole number")
+        if len(numbers) == 2:
+            found.append((name, numbers[0], numbers[1]))
+        else:
+            found.append((name, numbers[0], numbers[1], numbers[2], numbers[3], numbers[4]))
     return tuple(found)
+
+
+def confirmed_match(item: ConfirmedFile, info: os.stat_result) -> bool:
+    """Whether the file `info` describes (its lstat) is still exactly the confirmed file `item`."""
+    if not stat.S_ISREG(info.st_mode) or (info.st_size, info.st_mtime_ns) != (item[1], item[2]):
+        return False
+    if len(item) == 3:
+        return True  # recorded before identities were: size and mtime are all there is to go by
+    return (info.st_dev, info.st_ino, info.st_ctime_ns) == (item[3], item[4], item[5])
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 For each spooled session: hash every file in one read pass (whole-file SHA-256, per-part MD5 and SHA-256),
 declare the session (`POST /v1/recordings`), PUT the parts it lists, declare again until nothing is left,
 then `POST /v1/recordings/{id}/complete`. Only a 200 from complete lets the local files go, and only those
-it confirmed: the entry records each file's name, size and mtime as hashed, and a file that is no longer
-exactly that (or any other file) stays in place. The declaration is also the resume call: after a crash or
-reboot the loop simply runs again and the control plane lists only the parts S3 does not hold yet.
+it confirmed: the entry records each file's name, size and mtime as hashed, with its device, inode and ctime,
+and a file that is no longer exactly that (or any other file) stays in place. The declaration is also the
+resume call: after a crash or reboot the loop simply runs again and the control plane lists only the parts S3
+does not hold yet.
 
 The agent reads as root what Jibri's user owns, so it reads a session only through descriptors, never by
 path: the session directory is opened relative to recordings_dir, neither through a symbolic link; each file
@@ -57,6 +58,7 @@ from agent.spool import (
     Spool,
     SpoolEntry,
     SpoolError,
+    confirmed_match,
     format_time,
     parse_time,
     skip_reason,
@@ -136,6 +138,7 @@ class FileDigest:
     parts: tuple[PartDigest, ...]
     dev: int
     ino: int
+    ctime_ns: int
 
     @property
     def identity(self) -> Identity:
@@ -243,7 +246,9 @@ def _hash_open_file(
         parts.append(PartDigest(number, md5.hexdigest(), sha256.hexdigest()))
     if _identity(os.fstat(descriptor)) != _identity(info):
         raise SessionChanged(f"{path} was written to while being hashed")
-    return FileDigest(name, path, size, info.st_mtime_ns, whole.hexdigest(), tuple(parts), info.st_dev, info.st_ino)
+    return FileDigest(
+        name, path, size, info.st_mtime_ns, whole.hexdigest(), tuple(parts), info.st_dev, info.st_ino, info.st_ctime_ns
+    )
 
 
 # -- the session and its declaration ---------------------------------------------------------------------------
@@ -283,8 +288,9 @@ class Session:
         return next((f for f in self.files if f.name == name), None)
 
     def confirmed_files(self) -> tuple[ConfirmedFile, ...]:
-        """What a 200 from complete confirms: each file as it was hashed, and metadata.json if sent whole."""
-        files = [(f.name, f.size, f.mtime_ns) for f in self.files]
+        """What a 200 from complete confirms: each file as it was hashed (name, size, mtime, then device, inode
+        and ctime), and metadata.json if sent whole."""
+        files: list[ConfirmedFile] = [(f.name, f.size, f.mtime_ns, f.dev, f.ino, f.ctime_ns) for f in self.files]
         return tuple(files + ([self.metadata_file] if self.metadata_file is not None else []))
 
 
@@ -320,7 +326,8 @@ def read_metadata(directory: str) -> dict[str, Any]:
 
 def _read_metadata(directory: str, dir_fd: int) -> tuple[dict[str, Any], ConfirmedFile | None]:
     """The metadata to send and, when it is metadata.json whole (so that the manifest in S3 holds it), that
-    file as read (name, size, mtime_ns). Read relative to the session directory dir_fd, never through a link."""
+    file as read (name, size, mtime_ns, dev, ino, ctime_ns). Read relative to the session directory dir_fd,
+    never through a link."""
     path = os.path.join(directory, METADATA_NAME)
     try:
         descriptor, info = _open_file(METADATA_NAME, dir_fd, path)
@@ -340,7 +347,7 @@ def _read_metadata(directory: str, dir_fd: int) -> tuple[dict[str, Any], Confirm
         return {}, None
     if _serialized_size(body) <= MAX_METADATA_BYTES:
         # Written to while read: sent as read, but not confirmed (so not deleted) as the file now is.
-        return body, (METADATA_NAME, info.st_size, info.st_mtime_ns) if unchanged else None
+        return body, _confirmed_as(METADATA_NAME, info) if unchanged else None
     # A long participant list is what grows: drop it first, then everything but the meeting URL.
     trimmed = {k: v for k, v in body.items() if k != "participants"}
     trimmed["participants_omitted"] = True
@@ -349,6 +356,10 @@ def _read_metadata(directory: str, dir_fd: int) -> tuple[dict[str, Any], Confirm
         trimmed = {"meeting_url": meeting_url if isinstance(meeting_url, str) else None, "metadata_omitted": True}
     log.warning("%s is over %d bytes; sending it trimmed (the file stays in place)", path, MAX_METADATA_BYTES)
     return trimmed, None
+
+
+def _confirmed_as(name: str, info: os.stat_result) -> ConfirmedFile:
+    return (name, info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns)
 
 
 def _read_up_to(descriptor: int, limit: int) -> bytes:
@@ -888,7 +899,8 @@ class Uploader:
         return digest
 
     def _finish(self, entry: SpoolEntry) -> None:
-        """Delete the confirmed files still exactly as confirmed (same size and mtime), then the entry.
+        """Delete the confirmed files still exactly as confirmed (same size, mtime, device, inode and ctime), then
+        the entry.
 
         Anything else in the directory, or a confirmed file changed since, stays (with a warning). The session
         directory is opened without following a symbolic link and every file is deleted relative to it, so
@@ -937,12 +949,13 @@ class Uploader:
         """Unlink each confirmed file that is unchanged; returns the names of those that changed."""
         assert entry.confirmed_files is not None
         changed = []
-        for name, size, mtime_ns in entry.confirmed_files:
+        for item in entry.confirmed_files:
+            name = item[0]
             try:
                 info = os.stat(name, dir_fd=session, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # deleted before a crash
-            if not stat.S_ISREG(info.st_mode) or (info.st_size, info.st_mtime_ns) != (size, mtime_ns):
+            if not confirmed_match(item, info):
                 changed.append(name)
                 continue
             os.unlink(name, dir_fd=session)

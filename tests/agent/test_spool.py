@@ -154,6 +154,11 @@ def test_an_entry_must_name_its_own_session_directory_plainly(session_dir, why):
         [["rec.mp4", -1, 1]],
         [["rec.mp4", "10", 1]],
         [["rec.mp4", 10, True]],
+        [["rec.mp4", 10, 1, 2]],
+        [["rec.mp4", 10, 1, 2, 3]],
+        [["rec.mp4", 10, 1, 2, 3, "4"]],
+        [["rec.mp4", 10, 1, 2, False, 4]],
+        [["rec.mp4", 10, 1, 2, 3, 4, 5]],
     ],
 )
 def test_malformed_confirmed_files_are_refused(confirmed):
@@ -170,7 +175,11 @@ def test_malformed_confirmed_files_are_refused(confirmed):
 
 def test_the_confirmed_files_are_kept_with_the_entry(spool, tmp_path):
     entry, _ = spool.add(str(_session(tmp_path)))
-    confirmed = (("rec.mp4", 1234, 1764000000123456789), ("metadata.json", 40, 1764000000000000001))
+    # Name, size, mtime_ns, then device, inode and ctime_ns; an entry written before those were kept has three.
+    confirmed = (
+        ("rec.mp4", 1234, 1764000000123456789, 2049, 131, 1764000000223456789),
+        ("metadata.json", 40, 1764000000000000001),
+    )
     spool.update(entry, state=CONFIRMED, confirmed_files=confirmed)
     on_disk = json.loads((tmp_path / "spool" / "abcdefgh-1234.json").read_text())
     assert on_disk["confirmed_files"] == [list(item) for item in confirmed]

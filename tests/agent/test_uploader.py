@@ -433,8 +433,8 @@ def test_a_crash_between_confirmation_and_deletion_finishes_the_deletion(world, 
     info = os.stat(directory / "rec.mp4")
     meta = os.stat(directory / "metadata.json")
     assert confirmed.state == CONFIRMED and confirmed.confirmed_files == (
-        ("rec.mp4", len(data), info.st_mtime_ns),
-        ("metadata.json", meta.st_size, meta.st_mtime_ns),
+        ("rec.mp4", len(data), info.st_mtime_ns, info.st_dev, info.st_ino, info.st_ctime_ns),
+        ("metadata.json", meta.st_size, meta.st_mtime_ns, meta.st_dev, meta.st_ino, meta.st_ctime_ns),
     )
     calls = list(api.calls)
 
@@ -462,6 +462,48 @@ def test_only_the_files_the_control_plane_confirmed_are_deleted(world, api, monk
     assert world.spool.count() == 0
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert "notes.txt" in warnings and "late.mp4" in warnings
+
+
+@pytest.mark.parametrize("change", ["another file", "rewritten in place"])
+def test_a_confirmed_file_with_the_same_size_and_mtime_but_not_the_same_file_is_kept(world, api, monkeypatch, change):
+    """Size and mtime can be set by whoever writes the file: its device, inode and ctime tell it apart."""
+    data = os.urandom(PART)
+    directory, entry = world.session("sess-32", {"rec.mp4": data})
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    (confirmed,) = world.spool.entries()
+    path = directory / "rec.mp4"
+    mtime_ns = path.stat().st_mtime_ns
+    other = b"o" * len(data)
+    if change == "another file":
+        path.unlink()
+        (directory / "made-first").write_bytes(other)  # keeps the old inode number from being reused at once
+        path.write_bytes(other)
+        (directory / "made-first").unlink()
+    else:
+        with open(path, "r+b") as handle:
+            handle.write(other)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (len(data), mtime_ns)
+
+    world.uploader().process(confirmed)
+
+    assert path.read_bytes() == other  # not what S3 holds: kept
+
+
+def test_a_confirmation_recorded_without_identities_is_matched_by_size_and_mtime(world, api, monkeypatch):
+    directory, entry = world.session("sess-33", {"rec.mp4": os.urandom(PART)})
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    (confirmed,) = world.spool.entries()
+    assert confirmed.confirmed_files is not None
+    older = world.spool.update(confirmed, confirmed_files=tuple(item[:3] for item in confirmed.confirmed_files))
+
+    assert world.uploader().process(older) == "done"
+
+    assert not directory.exists() and world.spool.count() == 0
 
 
 def test_a_file_changed_during_the_upload_is_kept(world, api):
