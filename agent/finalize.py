@@ -72,6 +72,7 @@ def _nothing_to_upload(session_dir: str, session_id: str) -> str | None:
     if not valid_session_id(session_id):
         return f"the directory name {session_id!r} is not a Jibri session id"
     try:
+        owner = os.stat(session_dir).st_uid
         names = os.listdir(session_dir)
     except FileNotFoundError:
         return f"{session_dir} does not exist"
@@ -84,7 +85,7 @@ def _nothing_to_upload(session_dir: str, session_id: str) -> str | None:
             info = os.lstat(os.path.join(session_dir, name))
         except OSError:
             continue
-        if skip_reason(name, info) is None:  # what the uploader would send
+        if skip_reason(name, info, owner) is None:  # what the uploader would send
             return None
     return f"{session_dir} holds no recording (no non-empty file besides {METADATA_NAME})"
 

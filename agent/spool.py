@@ -53,18 +53,29 @@ def valid_session_id(session_id: str) -> bool:
     return bool(SESSION_ID.match(session_id)) and session_id not in (".", "..")
 
 
-def skip_reason(name: str, info: os.stat_result) -> str | None:
-    """Why a session directory's entry (its lstat) is no recording to upload; None when it is one."""
-    if name == METADATA_NAME:
-        return "Jibri's metadata"
+METADATA_SKIPPED = "Jibri's metadata"
+EMPTY_SKIPPED = "empty"
+
+
+def skip_reason(name: str, info: os.stat_result, owner: int | None = None) -> str | None:
+    """Why a session directory's entry (its lstat) is no recording to upload; None when it is one.
+
+    `owner` is the session directory's owner (Jibri's user): a file of anyone else is not Jibri's recording.
+    metadata.json is never a recording: METADATA_SKIPPED when it may be read as Jibri's metadata, another
+    reason when it may not (then it is treated as absent). EMPTY_SKIPPED is an empty file of Jibri's own."""
     if not stat.S_ISREG(info.st_mode):
         return "not a regular file"
     if info.st_nlink > 1:
-        # Jibri writes each recording once; a second name for a file may be a hard link Jibri's user made to a
-        # file it cannot read (where fs.protected_hardlinks is off), which root would otherwise upload.
+        # Jibri writes each file once; a second name for a file may be a hard link Jibri's user made to a
+        # file it cannot read (where fs.protected_hardlinks is off), which root would otherwise read and send.
         return "a hard link (the file has other names)"
+    if owner is not None and info.st_uid != owner:
+        # Such a link whose first name was then removed has one name again, but still its owner.
+        return f"owned by uid {info.st_uid}, not by the session directory's owner (uid {owner})"
+    if name == METADATA_NAME:
+        return METADATA_SKIPPED
     if info.st_size == 0:
-        return "empty"
+        return EMPTY_SKIPPED
     return None
 
 

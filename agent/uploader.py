@@ -8,14 +8,16 @@ and a file that is no longer exactly that (or any other file) stays in place. Th
 resume call: after a crash or reboot the loop simply runs again and the control plane lists only the parts S3
 does not hold yet.
 
-The agent reads as root what Jibri's user owns, so it reads a session only through descriptors, never by
-path: the session directory is opened relative to recordings_dir, neither through a symbolic link; each file
-is opened relative to the session directory, again not through a link (nor waiting on a FIFO), and must be a
-regular file. The hash pass keeps each file open for the attempt and records its identity (device, inode,
-size, mtime); every part is read through that same descriptor, and only while the file's name still names
-exactly that file. A file swapped (for a link, for another file) or written to since it was hashed changes
-the session: the attempt ends without sending a byte more of it, the next one hashes it again, and the
-control plane refuses a session whose files are no longer those it was declared with.
+The agent reads as root what Jibri's user owns, so it reads a session only through descriptors, never by path:
+the session directory is opened relative to recordings_dir, neither through a symbolic link; each file is
+opened relative to the session directory, again not through a link (nor waiting on a FIFO), and must be a
+regular file with no other name (no hard link), owned by the session directory's owner; metadata.json too, or
+it is treated as absent (spool.skip_reason holds the rule). The hash pass keeps each file open for the attempt
+and records its identity (device, inode, size, mtime); every part is read through that same descriptor, and
+only while the file's name still names exactly that file. A file swapped (for a link, for another file) or
+written to since it was hashed changes the session: the attempt ends without sending a byte more of it, the
+next one hashes it again, and the control plane refuses a session whose files are no longer those it was
+declared with.
 
 Memory stays bounded whatever the file size: a part is read from disk by the thread that sends it, right
 before its PUT, so at most `upload_concurrency` parts of `part_size` bytes are in memory at once.
@@ -53,6 +55,7 @@ from agent.spool import (
     CONFIRMED,
     FAILED,
     METADATA_NAME,
+    METADATA_SKIPPED,
     PENDING,
     ConfirmedFile,
     Spool,
@@ -319,19 +322,23 @@ def read_metadata(directory: str) -> dict[str, Any]:
         log.warning("%s cannot be opened as a directory (%s); sending no metadata", directory, exc)
         return {}
     try:
-        return _read_metadata(directory, descriptor)[0]
+        return _read_metadata(directory, descriptor, os.fstat(descriptor).st_uid)[0]
     finally:
         os.close(descriptor)
 
 
-def _read_metadata(directory: str, dir_fd: int) -> tuple[dict[str, Any], ConfirmedFile | None]:
+def _read_metadata(directory: str, dir_fd: int, owner: int) -> tuple[dict[str, Any], ConfirmedFile | None]:
     """The metadata to send and, when it is metadata.json whole (so that the manifest in S3 holds it), that
     file as read (name, size, mtime_ns, dev, ino, ctime_ns). Read relative to the session directory dir_fd,
-    never through a link."""
+    never through a link, and only while it is a file of the directory's owner (`owner`) with no other name."""
     path = os.path.join(directory, METADATA_NAME)
     try:
         descriptor, info = _open_file(METADATA_NAME, dir_fd, path)
         try:
+            reason = skip_reason(METADATA_NAME, info, owner)
+            if reason != METADATA_SKIPPED:
+                log.warning("not reading %s: %s; sending no metadata", path, reason)
+                return {}, None
             raw = _read_up_to(descriptor, _MAX_METADATA_FILE_BYTES + 1)
             unchanged = _identity(os.fstat(descriptor)) == _identity(info) and len(raw) == info.st_size
         finally:
@@ -804,18 +811,21 @@ class Uploader:
         """Hash the session's files, each opened relative to its directory (dir_fd) and left open in `held`."""
         directory = entry.session_dir
         names = sorted(os.listdir(dir_fd))
+        owner = os.fstat(dir_fd).st_uid  # Jibri's user: a file of anyone else is not Jibri's to send
         digests = []
         metadata_seen = False
         for name in names:
             path = os.path.join(directory, name)
             info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            reason = skip_reason(name, info, owner)
             if name == METADATA_NAME:
-                # Read as root: only as a regular file, never through a link Jibri's user may have put there.
-                metadata_seen = stat.S_ISREG(info.st_mode)
+                # Read as root: only a file of Jibri's own, never through a link Jibri's user may have put there.
+                metadata_seen = reason == METADATA_SKIPPED
                 if not metadata_seen:
-                    log.warning("skipping %s: not a regular file", path, extra={"session_id": entry.session_id})
+                    log.warning(
+                        "not reading %s: %s; sending no metadata", path, reason, extra={"session_id": entry.session_id}
+                    )
                 continue
-            reason = skip_reason(name, info)
             if reason is not None:
                 log.warning("skipping %s: %s", path, reason, extra={"session_id": entry.session_id})
                 continue
@@ -826,7 +836,7 @@ class Uploader:
             digests.append(self._digest(dir_fd, name, path, info, held))
         if not digests:
             raise NothingToUpload(f"{directory} holds no recording")
-        metadata, metadata_file = _read_metadata(directory, dir_fd) if metadata_seen else ({}, None)
+        metadata, metadata_file = _read_metadata(directory, dir_fd, owner) if metadata_seen else ({}, None)
         return Session(
             session_id=entry.session_id,
             directory=directory,

@@ -876,3 +876,65 @@ def test_a_hard_link_to_a_file_elsewhere_is_never_read(world, api, tmp_path):
     assert not leaked(api)
     assert set(api.objects("sess-31")) == {"rec.mp4"}
     assert (directory / "notes.mp4").exists() and secret.read_bytes()  # skipped, so neither name is deleted
+
+
+class OwnedBySomeoneElse:
+    """Files that look owned by another user than their session directory's owner, as a root-only file does once
+    Jibri's user linked it in and removed its first name (one link again). The stat results are rewritten, as a
+    test run by an unprivileged user cannot chown."""
+
+    _EXTRA = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *paths: Any) -> None:
+        self.files = {(os.stat(p).st_dev, os.stat(p).st_ino) for p in paths}
+        for attr in ("stat", "lstat", "fstat"):
+            monkeypatch.setattr(os, attr, self._wrap(getattr(os, attr)))
+
+    def _wrap(self, real: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
+        def look(*args: Any, **kwargs: Any) -> os.stat_result:
+            info = real(*args, **kwargs)
+            if (info.st_dev, info.st_ino) not in self.files:
+                return info
+            fields = list(info)
+            fields[4] = info.st_uid + 1  # st_uid
+            return os.stat_result(fields, {name: getattr(info, name) for name in self._EXTRA})
+
+        return look
+
+
+def test_a_metadata_file_that_is_a_hard_link_is_not_sent(world, api, tmp_path):
+    data = os.urandom(PART)
+    directory, entry = world.session("sess-34", {"rec.mp4": data})
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({"meeting_url": "https://x/" + SECRET.decode(), "key": "AKIA-NOT-TO-SEND"}))
+    (directory / "metadata.json").unlink()
+    os.link(credentials, directory / "metadata.json")
+
+    world.uploader().process(entry)
+
+    declaration = api.recordings["sess-34"]["declaration"]
+    assert declaration["metadata"] == {} and "AKIA" not in json.dumps(declaration) and not leaked(api)
+    assert (directory / "metadata.json").exists() and credentials.exists()  # neither name is deleted
+
+
+def test_files_not_owned_by_the_session_directorys_owner_are_never_read(world, api, monkeypatch, tmp_path):
+    data = os.urandom(PART)
+    directory, entry = world.session("sess-35", {"rec.mp4": data})
+    secret = outside_file(tmp_path, 2 * PART)
+    credentials = tmp_path / "credentials.json"
+    credentials.write_text(json.dumps({"meeting_url": "https://x/" + SECRET.decode(), "key": "AKIA-NOT-TO-SEND"}))
+    (directory / "metadata.json").unlink()
+    # Linked in, then the first names removed: one link each again, but still the files of someone else.
+    os.link(secret, directory / "notes.mp4")
+    os.link(credentials, directory / "metadata.json")
+    OwnedBySomeoneElse(monkeypatch, secret, credentials)
+    secret.unlink()
+    credentials.unlink()
+    assert os.stat(directory / "notes.mp4").st_nlink == 1
+
+    world.uploader().process(entry)
+
+    assert set(api.objects("sess-35")) == {"rec.mp4"} and not leaked(api)
+    declaration = api.recordings["sess-35"]["declaration"]
+    assert declaration["metadata"] == {} and "AKIA" not in json.dumps(declaration)
+    assert (directory / "notes.mp4").exists() and (directory / "metadata.json").exists()

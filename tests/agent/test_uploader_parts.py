@@ -140,3 +140,14 @@ def test_metadata_is_measured_as_the_control_plane_measures_it(tmp_path):
 
     assert sent == {"meeting_url": "https://m/r", "participants_omitted": True}
     assert len(json.dumps(sent)) <= CONTROL_PLANE_LIMIT
+
+
+def test_metadata_with_another_name_is_not_read(tmp_path):
+    elsewhere = tmp_path / "credentials.json"
+    elsewhere.write_text(json.dumps({"meeting_url": "https://m/r", "secret": "not to be sent"}))
+    session = tmp_path / "sess"
+    session.mkdir()
+    os.link(elsewhere, session / "metadata.json")
+    assert read_metadata(str(session)) == {}
+    elsewhere.unlink()  # one name again: Jibri's own file as far as this test's single user can tell
+    assert read_metadata(str(session)) == {"meeting_url": "https://m/r", "secret": "not to be sent"}
