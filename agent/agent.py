@@ -153,7 +153,8 @@ class Agent:
         return scan.pending
 
     def _failed_of(self, pending: int) -> int | None:
-        """Spooled sessions the control plane refused, or that cannot be read: kept on disk, waiting for an operator.
+        """Spooled sessions waiting for an operator (SpoolScan.failed): refused, with files no upload covers,
+        recordings_dir out of reach, confirmed but not deleted, or an entry that cannot be read.
 
         Read in the scan that counted `pending` (clamped to it, should a later look have changed the count);
         None when the spool could not be read, which must never stop the report itself."""

@@ -34,7 +34,7 @@ class StatusReport:
     target_lifecycle_state: str | None = None  # IMDS autoscaling/target-lifecycle-state, when it answered
     private_ip: str | None = None  # IMDS local-ipv4: where the control plane can reach Jibri (direct start)
     disk_free_bytes: int | None = None  # free space where recordings are written
-    failed_uploads: int | None = None  # of pending_uploads, sessions the control plane refused (files kept)
+    failed_uploads: int | None = None  # of pending_uploads, sessions waiting for an operator (SpoolScan.failed)
 
     def body(self) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -32,8 +32,12 @@ from agent.log import UTC, get_logger
 log = get_logger("spool")
 
 PENDING = "pending"  # to upload, or being uploaded
-FAILED = "failed"  # refused by the control plane for a reason retrying soon will not fix
-CONFIRMED = "confirmed"  # the control plane confirmed the recording in S3: only the local files are left to delete
+# Waiting for an operator: refused by the control plane (or by the agent's checks) for a reason retrying soon
+# will not fix, recordings_dir out of reach, or files left that no upload covers. Retried after a backoff.
+FAILED = "failed"
+# The control plane confirmed the recording in S3: only the local files are left to delete. One whose
+# deletion failed carries last_error and counts as failed until it is done.
+CONFIRMED = "confirmed"
 STATES = (PENDING, FAILED, CONFIRMED)
 SESSION_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _SUFFIX = ".json"
@@ -154,6 +158,12 @@ class SpoolEntry:
     def due(self, now: datetime) -> bool:
         return self.next_attempt_at is None or parse_time(self.next_attempt_at) <= now
 
+    @property
+    def failing(self) -> bool:
+        """Counted as a failed upload: refused or kept for an operator, or confirmed but not yet deleted after
+        a failed attempt (a pending entry with an error is only waiting for a retry)."""
+        return self.state == FAILED or (self.state == CONFIRMED and self.last_error is not None)
+
 
 def _confirmed_files(raw: Any) -> tuple[ConfirmedFile, ...] | None:
     if raw is None:
@@ -202,8 +212,9 @@ class SpoolScan:
 
     @property
     def failed(self) -> int:
-        """Of pending, the sessions waiting for an operator: refused ones, and entries that cannot be read."""
-        return sum(1 for entry in self.entries if entry.state == FAILED) + len(self.unreadable)
+        """Of pending, the sessions waiting for an operator: failing ones (SpoolEntry.failing), and entries
+        that cannot be read."""
+        return sum(1 for entry in self.entries if entry.failing) + len(self.unreadable)
 
 
 class Spool:

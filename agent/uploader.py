@@ -24,7 +24,12 @@ before its PUT, so at most `upload_concurrency` parts of `part_size` bytes are i
 
 Failures: connection errors, 5xx, 408 and 429 are retried with backoff (the entry stays pending); a 4xx
 (session_reused, size_mismatch, empty_file, bad_name, ...) marks the entry failed, logs it with the session
-id and retries only after a long backoff, with the files left in place.
+id and retries only after a long backoff, with the files left in place. An entry leaves the spool only when
+nothing of the session is left for it to protect: the directory is gone, or holds nothing but Jibri's
+metadata and empty files. Anything else left behind (a file changed since it was confirmed, one no upload
+covers, a link or a file of someone else) keeps the entry, failed, for an operator; so does a recordings_dir
+that cannot be opened (retried with the short backoff). A confirmed entry stays confirmed whatever fails, as
+only deleting is left, and counts as failed from its first failed attempt.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from agent.log import UTC, get_logger
 from agent.reporter import error_fields, transient_status
 from agent.spool import (
     CONFIRMED,
+    EMPTY_SKIPPED,
     FAILED,
     METADATA_NAME,
     METADATA_SKIPPED,
@@ -299,6 +305,17 @@ class Session:
 
 class NothingToUpload(RuntimeError):
     """The session directory is gone or holds no recording: nothing is left for the entry to protect."""
+
+
+class RecordingsDirUnusable(RuntimeError):
+    """recordings_dir cannot be opened (missing, unmounted, hidden from the agent's unit): nothing can be said
+    of the session. The entry stays, counted as a failed upload, and is tried again after a backoff."""
+
+
+# What a session directory may still hold once nothing is left for its entry to protect: Jibri's metadata
+# (when sent trimmed, S3 holds only part of it) and empty files. Anything else (a recording, a file changed
+# since it was confirmed, a link or a file of someone else) keeps the entry, failed, for an operator.
+_HARMLESS_LEFTOVERS = (METADATA_SKIPPED, EMPTY_SKIPPED)
 
 
 def room_of(meeting_url: object) -> str:
@@ -618,8 +635,7 @@ class Uploader:
         try:
             self._check_place(entry)
             if entry.state == CONFIRMED and entry.confirmed_files is not None:
-                self._finish(entry)
-                return "done"
+                return self._finish(entry)
             if entry.state == CONFIRMED:
                 # Confirmed by an agent that did not record which files: deleting what the directory holds now
                 # could delete a file S3 does not hold. Declaring again is safe and cheap: the control plane
@@ -653,6 +669,8 @@ class Uploader:
             log.error("dropping spool entry of session %s: %s", entry.session_id, exc, extra=context)
             self._remove_entry(entry)
             return "done"
+        except RecordingsDirUnusable as exc:
+            return self._fail(entry, str(exc), permanent=False, counted=True)
         except PermanentUploadError as exc:
             return self._fail(entry, str(exc), permanent=True, status=exc.status, code=exc.code)
         except (TransientUploadError, SpoolError, OSError) as exc:
@@ -674,10 +692,11 @@ class Uploader:
                 next_attempt_at=None,
                 confirmed_files=session.confirmed_files(),
             )
-            self._finish(entry)
+            return self._finish(entry)
+        except RecordingsDirUnusable as exc:
+            return self._fail(entry, str(exc), permanent=False, counted=True)
         except (SpoolError, OSError) as exc:
             return self._fail(entry, str(exc), permanent=False)
-        return "done"
 
     # -- one attempt ---------------------------------------------------------------------------------------------
 
@@ -813,11 +832,14 @@ class Uploader:
         names = sorted(os.listdir(dir_fd))
         owner = os.fstat(dir_fd).st_uid  # Jibri's user: a file of anyone else is not Jibri's to send
         digests = []
+        kept: list[str] = []  # skipped, but not to be left behind without an operator knowing
         metadata_seen = False
         for name in names:
             path = os.path.join(directory, name)
             info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
             reason = skip_reason(name, info, owner)
+            if reason not in (None, *_HARMLESS_LEFTOVERS):
+                kept.append(f"{name} ({reason})")
             if name == METADATA_NAME:
                 # Read as root: only a file of Jibri's own, never through a link Jibri's user may have put there.
                 metadata_seen = reason == METADATA_SKIPPED
@@ -834,6 +856,10 @@ class Uploader:
                     f"{path} needs more than {MAX_PARTS} parts of {self.config.part_size} bytes; raise part_size"
                 )
             digests.append(self._digest(dir_fd, name, path, info, held))
+        if not digests and kept:
+            raise PermanentUploadError(
+                f"{directory} holds no recording to upload, but {', '.join(kept)}: left for an operator"
+            )
         if not digests:
             raise NothingToUpload(f"{directory} holds no recording")
         metadata, metadata_file = _read_metadata(directory, dir_fd, owner) if metadata_seen else ({}, None)
@@ -872,14 +898,24 @@ class Uploader:
                 f"{directory} is not a session directory in recordings_dir {self.config.recordings_dir}"
             )
 
+    def _open_recordings_dir(self) -> int:
+        """recordings_dir, opened without following a symbolic link; RecordingsDirUnusable when it cannot be.
+
+        Missing, unmounted or hidden (a unit with PrivateTmp or ProtectHome): the session's files may well be
+        there, out of the agent's sight, so its entry stays, counted as failed, rather than being dropped."""
+        try:
+            return os.open(self._recordings_dir(), _DIR_FLAGS)
+        except OSError as exc:
+            raise RecordingsDirUnusable(
+                f"recordings_dir {self.config.recordings_dir} cannot be opened ({exc.strerror or exc}): missing, "
+                "unmounted or hidden from the agent"
+            ) from None
+
     def _open_session(self, entry: SpoolEntry) -> int:
         """The session directory, opened as entry.session_id directly inside recordings_dir; neither is opened
         through a symbolic link, so a directory swapped for one after the checks is still not followed."""
         directory = entry.session_dir
-        try:
-            parent = os.open(self._recordings_dir(), _DIR_FLAGS)
-        except FileNotFoundError:
-            raise NothingToUpload(f"recordings_dir {self.config.recordings_dir} no longer exists") from None
+        parent = self._open_recordings_dir()
         try:
             return os.open(entry.session_id, _DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
@@ -908,21 +944,18 @@ class Uploader:
         self._digests[path] = (key, digest)
         return digest
 
-    def _finish(self, entry: SpoolEntry) -> None:
+    def _finish(self, entry: SpoolEntry) -> str:
         """Delete the confirmed files still exactly as confirmed (same size, mtime, device, inode and ctime), then
-        the entry.
+        the entry; returns the entry's state afterwards ("done" once it left the spool).
 
-        Anything else in the directory, or a confirmed file changed since, stays (with a warning). The session
-        directory is opened without following a symbolic link and every file is deleted relative to it, so
-        swapping the directory for a link after the checks does not move the deletion elsewhere."""
+        Anything else in the directory, or a confirmed file changed since, stays (with a warning); unless it is
+        only Jibri's metadata or empty files, the entry stays too, failed, for an operator to look at. The
+        session directory is opened without following a symbolic link and every file is deleted relative to it,
+        so swapping the directory for a link after the checks does not move the deletion elsewhere."""
         assert entry.confirmed_files is not None
         context = {"session_id": entry.session_id, "session_dir": entry.session_dir}
-        try:
-            parent = os.open(self._recordings_dir(), _DIR_FLAGS)
-        except FileNotFoundError:
-            log.warning("recordings_dir %s is gone, and the session with it", self.config.recordings_dir, extra=context)
-            self._remove_entry(entry)
-            return
+        parent = self._open_recordings_dir()
+        kept: list[str] = []
         try:
             try:
                 session = os.open(entry.session_id, _DIR_FLAGS, dir_fd=parent)
@@ -932,6 +965,8 @@ class Uploader:
                 try:
                     changed = self._delete_confirmed(entry, session)
                     others = sorted(set(os.listdir(session)) - set(changed))
+                    kept = [f"{name} (changed since the control plane confirmed it)" for name in changed]
+                    kept += self._not_harmless(session, others)
                 finally:
                     os.close(session)
                 if changed:
@@ -953,7 +988,26 @@ class Uploader:
                         os.rmdir(entry.session_id, dir_fd=parent)
         finally:
             os.close(parent)
+        if kept:
+            # The confirmed files are gone; what is left, no upload of this session covers.
+            error = f"confirmed in S3, but {entry.session_dir} still holds {', '.join(kept)}"
+            return self._fail(entry, error, permanent=True, state=FAILED, outcome="kept for an operator")
         self._remove_entry(entry)
+        return "done"
+
+    @staticmethod
+    def _not_harmless(session: int, names: Sequence[str]) -> list[str]:
+        """Of `names` in the session directory, those an operator should look at, each with why."""
+        owner = os.fstat(session).st_uid
+        found = []
+        for name in names:
+            try:
+                reason = skip_reason(name, os.stat(name, dir_fd=session, follow_symlinks=False), owner)
+            except FileNotFoundError:
+                continue
+            if reason not in _HARMLESS_LEFTOVERS:
+                found.append(f"{name} ({reason or 'not among the files the control plane confirmed'})")
+        return found
 
     def _delete_confirmed(self, entry: SpoolEntry, session: int) -> list[str]:
         """Unlink each confirmed file that is unchanged; returns the names of those that changed."""
@@ -980,14 +1034,32 @@ class Uploader:
             self._on_change()
 
     def _fail(
-        self, entry: SpoolEntry, error: str, *, permanent: bool, status: int | None = None, code: str | None = None
+        self,
+        entry: SpoolEntry,
+        error: str,
+        *,
+        permanent: bool,
+        counted: bool = False,
+        state: str | None = None,
+        outcome: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
     ) -> str:
+        """Record a failed attempt and when to try again; returns the entry's state.
+
+        permanent: a long backoff, else a short one. The entry becomes FAILED (counted as a failed upload) when
+        permanent or `counted`, else stays PENDING; a confirmed one stays CONFIRMED, as only deleting its files
+        is left, and counts as failed from its first failed attempt (its last_error). `state` overrides, and
+        `outcome` says what became of the upload in the log (refused when permanent, else failed)."""
         attempts = entry.attempts + 1
+        if state is None:
+            if entry.state == CONFIRMED and entry.confirmed_files is not None:
+                state = CONFIRMED
+            else:
+                state = FAILED if permanent or counted else PENDING
         if permanent:
-            base, cap, state = PERMANENT_BACKOFF_BASE_SECONDS, PERMANENT_BACKOFF_CAP_SECONDS, FAILED
+            base, cap = PERMANENT_BACKOFF_BASE_SECONDS, PERMANENT_BACKOFF_CAP_SECONDS
         else:
-            # A confirmed session whose files could not all be deleted stays confirmed: only deletion is left.
-            state = CONFIRMED if entry.state == CONFIRMED else PENDING
             base, cap = TRANSIENT_BACKOFF_BASE_SECONDS, TRANSIENT_BACKOFF_CAP_SECONDS
         ceiling = min(cap, base * 2 ** min(attempts - 1, 32))
         delay = ceiling / 2 + self._rng() * ceiling / 2  # never a hot loop, still spread over a fleet
@@ -999,10 +1071,11 @@ class Uploader:
             "http_status": status,
             "error_code": code,
         }
-        (log.error if permanent else log.warning)(
+        # An error when it counts as a failed upload (an operator's business), else a warning.
+        (log.error if state != PENDING else log.warning)(
             "upload of session %s %s: %s; files left in place, next attempt in %.0f s",
             entry.session_id,
-            "refused" if permanent else "failed",
+            outcome or ("refused" if permanent else "failed"),
             error,
             delay,
             extra=context,

@@ -290,3 +290,13 @@ def test_an_entry_is_made_group_writable_through_its_descriptor_not_its_name(spo
 
     assert swapped and stat.S_IMODE(victim.stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "spool" / "moved-away").stat().st_mode) == 0o660
+
+
+def test_a_confirmed_entry_whose_deletion_failed_counts_as_failed_and_a_retried_one_does_not(spool, tmp_path):
+    waiting, _ = spool.add(str(_session(tmp_path, "retry-1")))
+    spool.update(waiting, attempts=1, last_error="HTTP 503")  # only waiting for its retry
+    confirmed, _ = spool.add(str(_session(tmp_path, "confirmed-1")))
+    confirmed = spool.update(confirmed, state=CONFIRMED, confirmed_files=(("rec.mp4", 1, 1),))
+    assert (spool.scan().pending, spool.scan().failed) == (2, 0)
+    spool.update(confirmed, attempts=1, last_error="cannot delete rec.mp4: Permission denied")
+    assert (spool.scan().pending, spool.scan().failed) == (2, 1)

@@ -24,7 +24,7 @@ from botocore.credentials import Credentials
 from agent.config import AgentConfig
 from agent.log import UTC
 from agent.reporter import SignedApi
-from agent.spool import CONFIRMED, FAILED, PENDING, Spool
+from agent.spool import CONFIRMED, FAILED, PENDING, Spool, parse_time
 from agent.uploader import PartJob, PartResult, PartSender, Uploader
 from sim.net import LoopbackServer
 
@@ -459,7 +459,10 @@ def test_only_the_files_the_control_plane_confirmed_are_deleted(world, api, monk
     assert api.objects("sess-13") == {"rec.mp4": video, "notes.txt": b"first"}
     assert sorted(os.listdir(directory)) == ["late.mp4", "notes.txt"]
     assert (directory / "late.mp4").read_bytes() == late and (directory / "notes.txt").read_bytes() == b"second"
-    assert world.spool.count() == 0
+    # No upload covers what is left: the entry stays, failed, for an operator (and the instance protected).
+    (kept,) = world.spool.entries()
+    assert kept.state == FAILED and "late.mp4" in (kept.last_error or "") and "notes.txt" in (kept.last_error or "")
+    assert (world.spool.scan().pending, world.spool.scan().failed) == (1, 1)
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
     assert "notes.txt" in warnings and "late.mp4" in warnings
 
@@ -487,9 +490,10 @@ def test_a_confirmed_file_with_the_same_size_and_mtime_but_not_the_same_file_is_
     os.utime(path, ns=(mtime_ns, mtime_ns))
     assert (path.stat().st_size, path.stat().st_mtime_ns) == (len(data), mtime_ns)
 
-    world.uploader().process(confirmed)
+    assert world.uploader().process(confirmed) == FAILED
 
-    assert path.read_bytes() == other  # not what S3 holds: kept
+    assert path.read_bytes() == other  # not what S3 holds: kept, and the entry with it
+    assert "rec.mp4 (changed since" in (world.spool.entries()[0].last_error or "")
 
 
 def test_a_confirmation_recorded_without_identities_is_matched_by_size_and_mtime(world, api, monkeypatch):
@@ -511,9 +515,9 @@ def test_a_file_changed_during_the_upload_is_kept(world, api):
     # Jibri is done with a session it handed off; still, a file written after hashing is not what S3 holds.
     api.on_complete = lambda: (directory / "extra.flac").write_bytes(b"rewritten")
 
-    assert world.uploader().process(entry) == "done"
+    assert world.uploader().process(entry) == FAILED
 
-    assert sorted(os.listdir(directory)) == ["extra.flac"] and world.spool.count() == 0
+    assert sorted(os.listdir(directory)) == ["extra.flac"] and world.spool.scan().failed == 1
 
 
 def test_a_trimmed_metadata_file_stays_as_s3_holds_only_part_of_it(world, api):
@@ -589,9 +593,11 @@ def test_without_recordings_dir_nothing_is_uploaded_or_deleted(world, api, tmp_p
 
     assert uploader.process(entry) == FAILED
     assert uploader.process(world.spool.update(entry, state=CONFIRMED)) == FAILED  # nor on a forged confirmation
+    # A confirmation with its files stays one (only deleting is left), counted as failed.
     assert uploader.process(world.spool.update(entry, state=CONFIRMED, confirmed_files=(("db.sqlite", 8, 0),))) == (
-        FAILED
+        CONFIRMED
     )
+    assert world.spool.scan().failed == 1
     assert api.calls == [] and (elsewhere / "db.sqlite").read_bytes() == b"precious"
     assert "recordings_dir" in (world.spool.entries()[0].last_error or "")
 
@@ -744,8 +750,10 @@ def test_a_file_swapped_for_a_link_between_the_look_and_the_hash_is_not_read(wor
     assert look.swapped and api.calls == [] and not leaked(api)
     assert "changed" in (world.spool.entries()[0].last_error or "")
     world.clock.now = T0 + timedelta(minutes=10)
-    uploader.run_once()  # the link is now seen as one: no recording is left to send
-    assert api.calls == [] and not leaked(api) and world.spool.count() == 0
+    uploader.run_once()  # the link is now seen as one: no recording is left to send, only the link
+    assert api.calls == [] and not leaked(api)
+    (kept,) = world.spool.entries()
+    assert kept.state == FAILED and "rec.mp4 (not a regular file)" in (kept.last_error or "")
     assert (directory / "rec.mp4").is_symlink() and secret.read_bytes()[: len(SECRET)] == SECRET
 
 
@@ -836,7 +844,8 @@ def test_metadata_swapped_for_a_link_before_it_is_read_is_not_sent(world, api, m
     credentials.write_text(json.dumps({"meeting_url": "https://x/" + SECRET.decode(), "key": "AKIA-NOT-TO-SEND"}))
     SwapAfterLook(monkeypatch, "metadata.json", lambda: swap_for_link(directory / "metadata.json", credentials))
 
-    assert world.uploader().process(entry) == "done"
+    # Uploaded; the link that stays is no file of Jibri's: the entry stays too, for an operator.
+    assert world.uploader().process(entry) == FAILED
 
     declaration = api.recordings["sess-26"]["declaration"]
     assert declaration["metadata"] == {} and declaration["room"] == "" and "AKIA" not in json.dumps(declaration)
@@ -871,7 +880,7 @@ def test_a_hard_link_to_a_file_elsewhere_is_never_read(world, api, tmp_path):
     secret = outside_file(tmp_path, 3 * PART)
     os.link(secret, directory / "notes.mp4")  # another name for the outside file, inside the session
 
-    assert world.uploader().process(entry) == "done"
+    assert world.uploader().process(entry) == FAILED  # uploaded, but the link stays for an operator
 
     assert not leaked(api)
     assert set(api.objects("sess-31")) == {"rec.mp4"}
@@ -910,7 +919,7 @@ def test_a_metadata_file_that_is_a_hard_link_is_not_sent(world, api, tmp_path):
     (directory / "metadata.json").unlink()
     os.link(credentials, directory / "metadata.json")
 
-    world.uploader().process(entry)
+    assert world.uploader().process(entry) == FAILED  # uploaded; the link stays, for an operator
 
     declaration = api.recordings["sess-34"]["declaration"]
     assert declaration["metadata"] == {} and "AKIA" not in json.dumps(declaration) and not leaked(api)
@@ -932,9 +941,101 @@ def test_files_not_owned_by_the_session_directorys_owner_are_never_read(world, a
     credentials.unlink()
     assert os.stat(directory / "notes.mp4").st_nlink == 1
 
-    world.uploader().process(entry)
+    assert world.uploader().process(entry) == FAILED  # uploaded; what is not Jibri's stays, for an operator
 
     assert set(api.objects("sess-35")) == {"rec.mp4"} and not leaked(api)
     declaration = api.recordings["sess-35"]["declaration"]
     assert declaration["metadata"] == {} and "AKIA" not in json.dumps(declaration)
     assert (directory / "notes.mp4").exists() and (directory / "metadata.json").exists()
+
+
+# -- what is left on the instance is always counted: protected (pending) and, for an operator, failed -------------
+
+
+def test_a_session_holding_only_files_it_may_not_send_stays_for_an_operator(world, api, tmp_path):
+    directory, entry = world.session("sess-40", {})
+    secret = outside_file(tmp_path, PART)
+    os.link(secret, directory / "rec.mp4")  # planted by Jibri's user where a recording was expected
+
+    assert world.uploader().process(entry) == FAILED
+
+    assert api.calls == [] and not leaked(api)
+    (kept,) = world.spool.entries()
+    assert "rec.mp4 (a hard link" in (kept.last_error or "") and world.spool.scan().failed == 1
+    assert (directory / "rec.mp4").exists()
+
+
+def test_a_session_holding_only_metadata_and_empty_files_leaves_the_spool(world, api):
+    directory, entry = world.session("sess-41", {"empty.mp4": b""})
+    assert world.uploader().process(entry) == "done"
+    assert api.calls == [] and sorted(os.listdir(directory)) == ["empty.mp4", "metadata.json"]
+
+
+def crash_before_deleting(world, monkeypatch, name: str, files: dict[str, bytes]):
+    """A session the control plane confirmed, the agent having died before deleting anything."""
+    directory, entry = world.session(name, files)
+    CrashingUnlink(monkeypatch)
+    with pytest.raises(Crash):
+        world.uploader().process(entry)
+    (confirmed,) = world.spool.entries()
+    assert confirmed.state == CONFIRMED and confirmed.confirmed_files is not None
+    return directory, confirmed
+
+
+def test_a_confirmed_session_out_of_place_stays_confirmed_and_counted(world, api, monkeypatch, tmp_path):
+    directory, confirmed = crash_before_deleting(world, monkeypatch, "sess-42", {"rec.mp4": os.urandom(PART)})
+    calls = list(api.calls)
+    moved = tmp_path / "moved"
+    directory.rename(moved)
+    directory.symlink_to(moved)  # the place check refuses a session directory that is a link
+    uploader = world.uploader()
+
+    assert uploader.process(confirmed) == CONFIRMED
+
+    (kept,) = world.spool.entries()
+    assert kept.state == CONFIRMED and "symbolic link" in (kept.last_error or "")
+    assert world.spool.scan().failed == 1 and (moved / "rec.mp4").exists()
+    directory.unlink()
+    moved.rename(directory)
+    world.clock.now = T0 + timedelta(hours=7)
+    uploader.run_once()  # only the deletion was left: no new declaration
+    assert api.calls == calls and not directory.exists() and world.spool.count() == 0
+
+
+def test_a_confirmed_session_whose_deletion_fails_counts_as_failed_at_once(world, api, monkeypatch):
+    directory, confirmed = crash_before_deleting(world, monkeypatch, "sess-43", {"rec.mp4": os.urandom(PART)})
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "unlink", refuse)
+    assert world.uploader().process(confirmed) == CONFIRMED
+    monkeypatch.undo()
+
+    (kept,) = world.spool.entries()
+    assert kept.state == CONFIRMED and "Permission denied" in (kept.last_error or "")
+    assert (world.spool.scan().pending, world.spool.scan().failed) == (1, 1)
+    assert (directory / "rec.mp4").exists()
+
+
+@pytest.mark.parametrize("confirmed_first", [False, True])
+def test_an_unreachable_recordings_dir_keeps_the_entry_counted_and_retried(world, api, monkeypatch, confirmed_first):
+    """Missing, unmounted or hidden from the agent: the session's files may all be there, out of sight."""
+    data = os.urandom(PART)
+    if confirmed_first:
+        directory, entry = crash_before_deleting(world, monkeypatch, "sess-44", {"rec.mp4": data})
+    else:
+        directory, entry = world.session("sess-44", {"rec.mp4": data})
+    hidden = world.recordings.parent / "unmounted"
+    world.recordings.rename(hidden)
+    uploader = world.uploader()
+
+    assert uploader.process(entry) == (CONFIRMED if confirmed_first else FAILED)
+
+    (kept,) = world.spool.entries()
+    assert "recordings_dir" in (kept.last_error or "") and world.spool.scan().failed == 1
+    assert kept.next_attempt_at is not None and parse_time(kept.next_attempt_at) < T0 + timedelta(minutes=1)
+    hidden.rename(world.recordings)
+    world.clock.now = T0 + timedelta(minutes=1)
+    uploader.run_once()
+    assert api.objects("sess-44") == {"rec.mp4": data} and not directory.exists() and world.spool.count() == 0
