@@ -9,7 +9,8 @@ resume call: after a crash or reboot the loop simply runs again and the control 
 does not hold yet.
 
 The agent reads as root what Jibri's user owns, so it reads a session only through descriptors, never by path:
-the session directory is opened relative to recordings_dir, neither through a symbolic link; each file is
+the session directory is opened relative to recordings_dir (resolved once through directories only root can
+change, and refused if no longer that directory: agent.boundary), neither through a symbolic link; each file is
 opened relative to the session directory, again not through a link (nor waiting on a FIFO), and must be a
 regular file with no other name (no hard link), owned by the session directory's owner; metadata.json too, or
 it is treated as absent (spool.skip_reason holds the rule). The hash pass keeps each file open for the attempt
@@ -46,13 +47,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from agent.boundary import RecordingsDirUnusable, RecordingsRoot, default_trusted_owners, resolve_recordings_dir
 from agent.config import AgentConfig
 from agent.log import UTC, get_logger
 from agent.reporter import error_fields, transient_status
@@ -305,11 +307,6 @@ class Session:
 
 class NothingToUpload(RuntimeError):
     """The session directory is gone or holds no recording: nothing is left for the entry to protect."""
-
-
-class RecordingsDirUnusable(RuntimeError):
-    """recordings_dir cannot be opened (missing, unmounted, hidden from the agent's unit): nothing can be said
-    of the session. The entry stays, counted as a failed upload, and is tried again after a backoff."""
 
 
 # What a session directory may still hold once nothing is left for its entry to protect: Jibri's metadata
@@ -568,6 +565,8 @@ class Uploader:
     `call(path, body)` POSTs to the control plane (e.g. `SignedApi(...).call`) and returns (status, JSON).
     `now` is the wall clock (entries carry wall times), `sleep` the pause between rounds within an attempt,
     `rng` the jitter, `sender` what PUTs the parts, `on_change` is called when the pending count drops.
+    `trusted_owners`: the users who alone may own recordings_dir's parent directories (agent.boundary); by
+    default root and the user the agent runs as.
     """
 
     def __init__(
@@ -581,6 +580,7 @@ class Uploader:
         rng: Callable[[], float] = random.random,
         sender: PartSender | None = None,
         on_change: Callable[[], None] | None = None,
+        trusted_owners: Collection[int] | None = None,
     ) -> None:
         self.config = config
         self.spool = spool
@@ -595,6 +595,14 @@ class Uploader:
         self._wake = threading.Event()
         # path → (identity and ctime as hashed, digest): reused for the very same file, unchanged
         self._digests: dict[str, tuple[tuple[int, ...], FileDigest]] = {}
+        self._trusted = frozenset(default_trusted_owners() if trusted_owners is None else trusted_owners)
+        # recordings_dir as resolved, once: at start, else (not there yet, or not trusted) at the first use it is.
+        self._root: RecordingsRoot | None = None
+        if config.recordings_dir is not None:
+            try:
+                self._root = resolve_recordings_dir(config.recordings_dir, self._trusted)
+            except RecordingsDirUnusable as exc:
+                log.warning("%s; no session is uploaded until it is resolved", exc)
 
     def wake(self) -> None:
         self._wake.set()
@@ -877,18 +885,22 @@ class Uploader:
             metadata_file=metadata_file,
         )
 
-    def _recordings_dir(self) -> str:
-        allowed = self.config.recordings_dir
-        if allowed is None:
+    def _recordings_root(self) -> RecordingsRoot:
+        """recordings_dir as resolved once (agent.boundary); RecordingsDirUnusable while it cannot be."""
+        configured = self.config.recordings_dir
+        if configured is None:
             # parse_config requires it while uploads are enabled; a config built otherwise gets nothing deleted.
             raise PermanentUploadError("recordings_dir is not set: no session is uploaded or deleted without it")
-        return os.path.realpath(allowed)
+        if self._root is None:
+            self._root = resolve_recordings_dir(configured, self._trusted)
+            log.info("recordings_dir %s resolved to %s", configured, self._root.path)
+        return self._root
 
     def _check_place(self, entry: SpoolEntry) -> None:
         # The spool is writable by Jibri's user and the agent deletes what it uploads: it never follows a
         # symbolic link to a session, and takes sessions only from directly inside where Jibri records.
         directory = entry.session_dir
-        allowed = self._recordings_dir()
+        allowed = self._recordings_root().path
         if os.path.basename(directory) != entry.session_id:
             raise PermanentUploadError(f"{directory} is not named after session {entry.session_id}")
         if os.path.islink(directory):
@@ -899,17 +911,12 @@ class Uploader:
             )
 
     def _open_recordings_dir(self) -> int:
-        """recordings_dir, opened without following a symbolic link; RecordingsDirUnusable when it cannot be.
+        """recordings_dir, opened without following a symbolic link, and still the very directory resolved;
+        RecordingsDirUnusable when it is not.
 
         Missing, unmounted or hidden (a unit with PrivateTmp or ProtectHome): the session's files may well be
         there, out of the agent's sight, so its entry stays, counted as failed, rather than being dropped."""
-        try:
-            return os.open(self._recordings_dir(), _DIR_FLAGS)
-        except OSError as exc:
-            raise RecordingsDirUnusable(
-                f"recordings_dir {self.config.recordings_dir} cannot be opened ({exc.strerror or exc}): missing, "
-                "unmounted or hidden from the agent"
-            ) from None
+        return self._recordings_root().open()
 
     def _open_session(self, entry: SpoolEntry) -> int:
         """The session directory, opened as entry.session_id directly inside recordings_dir; neither is opened

@@ -27,6 +27,7 @@ from agent.reporter import SignedApi
 from agent.spool import CONFIRMED, FAILED, PENDING, Spool, parse_time
 from agent.uploader import PartJob, PartResult, PartSender, Uploader
 from sim.net import LoopbackServer
+from tests.agent.ownership import OwnedBySomeoneElse
 
 PART = 64 * 1024
 T0 = datetime(2026, 11, 24, 10, 40, 0, tzinfo=UTC)
@@ -887,30 +888,6 @@ def test_a_hard_link_to_a_file_elsewhere_is_never_read(world, api, tmp_path):
     assert (directory / "notes.mp4").exists() and secret.read_bytes()  # skipped, so neither name is deleted
 
 
-class OwnedBySomeoneElse:
-    """Files that look owned by another user than their session directory's owner, as a root-only file does once
-    Jibri's user linked it in and removed its first name (one link again). The stat results are rewritten, as a
-    test run by an unprivileged user cannot chown."""
-
-    _EXTRA = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns", "st_ctime_ns", "st_blksize")
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, *paths: Any) -> None:
-        self.files = {(os.stat(p).st_dev, os.stat(p).st_ino) for p in paths}
-        for attr in ("stat", "lstat", "fstat"):
-            monkeypatch.setattr(os, attr, self._wrap(getattr(os, attr)))
-
-    def _wrap(self, real: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
-        def look(*args: Any, **kwargs: Any) -> os.stat_result:
-            info = real(*args, **kwargs)
-            if (info.st_dev, info.st_ino) not in self.files:
-                return info
-            fields = list(info)
-            fields[4] = info.st_uid + 1  # st_uid
-            return os.stat_result(fields, {name: getattr(info, name) for name in self._EXTRA})
-
-        return look
-
-
 def test_a_metadata_file_that_is_a_hard_link_is_not_sent(world, api, tmp_path):
     data = os.urandom(PART)
     directory, entry = world.session("sess-34", {"rec.mp4": data})
@@ -1039,3 +1016,46 @@ def test_an_unreachable_recordings_dir_keeps_the_entry_counted_and_retried(world
     world.clock.now = T0 + timedelta(minutes=1)
     uploader.run_once()
     assert api.objects("sess-44") == {"rec.mp4": data} and not directory.exists() and world.spool.count() == 0
+
+
+# -- recordings_dir: resolved once through directories only root can change, then pinned --------------------------
+
+
+def test_recordings_dir_swapped_for_a_link_by_whoever_can_write_its_parent_is_never_used(world, api, tmp_path):
+    """Jibri's user can write the directory holding recordings_dir: it puts a link to / there and spools "etc"."""
+    system = tmp_path / "system-root"
+    (system / "etc").mkdir(parents=True)
+    (system / "etc" / "shadow").write_bytes(SECRET)
+    tmp_path.chmod(0o777)  # recordings_dir's parent, writable by Jibri's user (and everyone)
+    uploader = world.uploader()  # as the agent starts
+    world.recordings.rename(tmp_path / "moved-recordings")
+    world.recordings.symlink_to(system)
+    entry, _ = world.spool.add(str(world.recordings / "etc"))
+
+    assert uploader.process(entry) == FAILED
+
+    assert api.calls == [] and not leaked(api) and (system / "etc" / "shadow").read_bytes() == SECRET
+    (kept,) = world.spool.entries()
+    assert f"{tmp_path} is writable" in (kept.last_error or "") and world.spool.scan().failed == 1
+
+
+@pytest.mark.parametrize("confirmed_first", [False, True])
+def test_a_recordings_dir_replaced_since_the_start_is_refused(world, api, monkeypatch, tmp_path, confirmed_first):
+    """Only root can replace it here (an unmount, a new mount): still, what is there now is not what was resolved."""
+    data = os.urandom(PART)
+    if confirmed_first:
+        directory, entry = crash_before_deleting(world, monkeypatch, "sess-51", {"rec.mp4": data})
+    else:
+        directory, entry = world.session("sess-51", {"rec.mp4": data})
+    uploader = world.uploader()
+    calls = list(api.calls)
+    world.recordings.rename(tmp_path / "unmounted")
+    (directory / "rec.mp4").parent.mkdir(parents=True)  # another directory, with a session of that name
+    (directory / "rec.mp4").write_bytes(b"k" * len(data))
+    os.utime(directory / "rec.mp4", ns=(0, os.stat(tmp_path / "unmounted" / "sess-51" / "rec.mp4").st_mtime_ns))
+
+    assert uploader.process(entry) == (CONFIRMED if confirmed_first else FAILED)
+
+    assert api.calls == calls and (directory / "rec.mp4").read_bytes() == b"k" * len(data)
+    (kept,) = world.spool.entries()
+    assert "no longer the directory" in (kept.last_error or "") and world.spool.scan().failed == 1
