@@ -89,14 +89,19 @@ KEYS = tuple(AgentConfig.__dataclass_fields__)
 
 
 def load_config(path: str | None = None, environ: Mapping[str, str] | None = None) -> AgentConfig:
-    """Read the INI file (an explicit path must exist; the default may be absent) and apply env overrides."""
+    """Read the INI file (an explicit path must exist; the default may be absent) and apply env overrides.
+
+    This is how the service reads its settings, so it also refuses a recordings_dir its systemd unit cannot
+    see (parse_config alone, for a program that builds its settings itself, does not)."""
     env = os.environ if environ is None else environ
     values = _read_ini(path)
     for key in KEYS:
         override = env.get(ENV_PREFIX + key.upper())
         if override is not None:
             values[key] = override
-    return parse_config(values)
+    config = parse_config(values)
+    _check_visible_to_the_service(config)
+    return config
 
 
 def load_spool_dir(path: str | None = None, environ: Mapping[str, str] | None = None) -> str:
@@ -149,6 +154,27 @@ def _check_recordings_dir(config: AgentConfig) -> None:
         raise ConfigError(
             "recordings_dir", f"{RECORDINGS_DIR_EXPECTED}, one that does not hold spool_dir {spool}", recordings
         )
+
+
+# What jibri-agent.service hides from the agent: PrivateTmp=yes gives it a /tmp and /var/tmp of its own,
+# ProtectHome=yes makes /home, /root and /run/user empty and inaccessible. Jibri's recordings there are out of sight.
+HIDDEN_FROM_THE_SERVICE = ("/tmp", "/var/tmp", "/home", "/root", "/run/user")
+
+
+def _check_visible_to_the_service(config: AgentConfig) -> None:
+    recordings = config.recordings_dir
+    if recordings is None:
+        return
+    real = os.path.realpath(recordings)
+    for path in (recordings, real):
+        if any(path == hidden or path.startswith(hidden + "/") for hidden in HIDDEN_FROM_THE_SERVICE):
+            raise ConfigError(
+                "recordings_dir",
+                f"{RECORDINGS_DIR_EXPECTED} outside {', '.join(HIDDEN_FROM_THE_SERVICE)}, which the agent's "
+                "systemd unit cannot see (PrivateTmp=yes, ProtectHome=yes); point Jibri's recordings-directory "
+                "elsewhere, e.g. /srv/recordings",
+                recordings if real == recordings else f"{recordings} (that is {real})",
+            )
 
 
 def _parse(reader: _Reader) -> AgentConfig:

@@ -84,3 +84,30 @@ def test_the_finalize_script_reads_only_the_spool_dir(tmp_path):
         load_spool_dir(str(ini), environ={"JIBRI_AGENT_SPOOL_DIR": "relative"})
     (tmp_path / "bare.ini").write_text("[agent]\napi_url = https://x/api\n")
     assert load_spool_dir(str(tmp_path / "bare.ini"), environ={}) == AgentConfig(api_url="https://x").spool_dir
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    ["/tmp/recordings", "/tmp", "/var/tmp/recordings", "/home/jibri/recordings", "/root/rec", "/run/user/999/rec"],
+)
+def test_the_service_refuses_a_recordings_dir_its_unit_cannot_see(tmp_path, hidden):
+    """The unit has PrivateTmp and ProtectHome: there the agent would find nothing, or an empty directory."""
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[agent]\napi_url = https://x/api\nrecordings_dir = {hidden}\n")
+    with pytest.raises(ConfigError, match="PrivateTmp") as caught:
+        load_config(str(ini), environ={})
+    assert caught.value.key == "recordings_dir"
+    with pytest.raises(ConfigError, match="PrivateTmp"):
+        load_config(str(ini), environ={"JIBRI_AGENT_RECORDINGS_DIR": "/home/jibri"})
+    allowed = {"JIBRI_AGENT_RECORDINGS_DIR": "/srv/tmp/recordings"}
+    assert load_config(str(ini), environ=allowed).recordings_dir == "/srv/tmp/recordings"
+    assert load_config(str(ini), environ={"JIBRI_AGENT_RECORDINGS_DIR": "/tmpfs/rec"}).recordings_dir == "/tmpfs/rec"
+
+
+def test_a_recordings_dir_linked_into_a_hidden_place_is_refused_too(tmp_path):
+    link = tmp_path / "link-to-tmp"
+    link.symlink_to("/tmp/recordings")
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[agent]\napi_url = https://x/api\nrecordings_dir = {link}\n")
+    with pytest.raises(ConfigError, match="/tmp/recordings"):
+        load_config(str(ini), environ={})
