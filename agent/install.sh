@@ -6,7 +6,9 @@
 # PYTHON (python3), BOTO3_SPEC (boto3==1.44.5), NO_SYSTEMD=1 to skip systemctl, JIBRI_USER (jibri: the user
 # Jibri runs as, who writes the spool), SPOOL_DIR (default: spool_dir of agent.ini, else /var/spool/jibri-agent),
 # JIBRI_CONF (/etc/jitsi/jibri/jibri.conf), RECORDINGS_DIR (default: recordings-directory in JIBRI_CONF; written
-# as recordings_dir into an agent.ini that has none, and required when JIBRI_CONF does not name it).
+# resolved as recordings_dir into an agent.ini that has none or an empty one, and required when JIBRI_CONF does
+# not name it). A recordings_dir agent.ini already has is kept, but checked the same way (absolute, and not
+# where the agent's unit cannot see it).
 set -euo pipefail
 
 SOURCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -36,18 +38,70 @@ ini_value() {
 }
 
 # Jibri's recordings-directory from jibri.conf (HOCON: nested in jibri { recording { } }, on one line or several,
-# or dotted; = or :; quoted or not); the last one wins, as in HOCON. Empty when the file does not set it.
+# or dotted; = or :; quoted or not; a # or // comment after it); the last one wins, as in HOCON. Empty when the
+# file does not set it.
 jibri_recordings_dir() {
-    sed -E -e '/^[[:space:]]*(#|\/\/)/d' \
-        -e 's/.*recordings-directory"?[[:space:]]*[=:][[:space:]]*"?([^"#,}]*).*/\1/p' -e d "$JIBRI_CONF" \
-        | tail -n 1 | sed -E 's/[[:space:]]+$//'
+    "$PYTHON" - "$JIBRI_CONF" <<'PYTHON'
+import json
+import re
+import sys
+
+KEY = re.compile(r'(?<![\w-])"?recordings-directory"?\s*[=:]\s*("(?:[^"\\]|\\.)*"|[^,}\]]*)')
+
+
+def without_comment(line):
+    """The line up to a # or // that is not inside a quoted string."""
+    quoted, i = False, 0
+    while i < len(line):
+        if quoted and line[i] == "\\":
+            i += 2
+            continue
+        if line[i] == '"':
+            quoted = not quoted
+        elif not quoted and (line[i] == "#" or line.startswith("//", i)):
+            return line[:i]
+        i += 1
+    return line
+
+
+found = ""
+with open(sys.argv[1], encoding="utf-8", errors="replace") as conf:
+    for line in conf:
+        for match in KEY.finditer(without_comment(line.rstrip("\n"))):
+            value = match.group(1).strip()
+            if value.startswith('"'):
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    value = value[1:-1]
+            found = value
+print(found)
+PYTHON
+}
+
+# Prints $1 (a recordings_dir, from where $2 says) resolved; dies unless it is an absolute path the agent's unit
+# can see once resolved.
+resolved_recordings_dir() {
+    local value="$1" from="$2" resolved
+    [[ "$value" == /* ]] || die "$from must be an absolute path, not $value"
+    resolved="$(realpath -m -- "$value")" || die "cannot resolve $from $value"
+    case "$resolved/" in
+        // | /tmp/* | /var/tmp/* | /home/* | /root/* | /run/user/*)
+            die "$from $value (resolved: $resolved) is hidden from the agent (its unit has PrivateTmp and" \
+                "ProtectHome) or is the root directory; point Jibri's recordings-directory elsewhere, e.g." \
+                "/srv/recordings, and rerun" ;;
+    esac
+    printf '%s\n' "$resolved"
 }
 
 # The uploader runs as root and deletes what it uploads, so it needs recordings_dir: only session directories
 # directly inside Jibri's recordings directory are uploaded and deleted. Settled before anything is installed.
 RECORDINGS_DIR_NEEDED=yes
 if [[ -e "$CONFIG_DIR/agent.ini" ]]; then
-    if [[ -n "$(ini_value recordings_dir)" ]]; then
+    EXISTING_RECORDINGS_DIR="$(ini_value recordings_dir)"
+    if [[ -n "$EXISTING_RECORDINGS_DIR" ]]; then
+        # Kept as it is, but checked as the agent will: it refuses to start with a recordings_dir it cannot see.
+        resolved_recordings_dir "$EXISTING_RECORDINGS_DIR" "recordings_dir in $CONFIG_DIR/agent.ini" >/dev/null
         RECORDINGS_DIR_NEEDED=no
     elif [[ "$(ini_value upload_enabled | tr '[:upper:]' '[:lower:]')" =~ ^(0|false|no|off)$ ]]; then
         RECORDINGS_DIR_NEEDED=no
@@ -57,7 +111,7 @@ if [[ "$RECORDINGS_DIR_NEEDED" == yes ]]; then
     if [[ -z "${RECORDINGS_DIR:-}" ]]; then
         [[ -r "$JIBRI_CONF" ]] || die "cannot read $JIBRI_CONF to find Jibri's recordings-directory; rerun with" \
             "RECORDINGS_DIR=<the recordings-directory Jibri uses> (or JIBRI_CONF=<path of jibri.conf>)"
-        RECORDINGS_DIR="$(jibri_recordings_dir)"
+        RECORDINGS_DIR="$(jibri_recordings_dir)" || die "cannot read recordings-directory from $JIBRI_CONF"
         # Jibri's own default (reference.conf) is /tmp/recordings, which the agent's unit cannot see (PrivateTmp).
         [[ -n "$RECORDINGS_DIR" ]] || die "$JIBRI_CONF sets no recordings-directory, so Jibri records in" \
             "/tmp/recordings, which the agent cannot see; set jibri { recording { recordings-directory =" \
@@ -65,16 +119,12 @@ if [[ "$RECORDINGS_DIR_NEEDED" == yes ]]; then
             "with RECORDINGS_DIR=<the recordings-directory Jibri uses>"
     fi
     [[ "$RECORDINGS_DIR" == /* ]] || die "Jibri's recordings-directory must be an absolute path, not $RECORDINGS_DIR"
-    [[ "$RECORDINGS_DIR" =~ ^[A-Za-z0-9._/@+,=:-]+$ ]] \
-        || die "recordings-directory $RECORDINGS_DIR has characters this script does not write; set" \
-            "recordings_dir in $CONFIG_DIR/agent.ini yourself and rerun"
-    RECORDINGS_DIR="$(realpath -m "$RECORDINGS_DIR")"
-    case "$RECORDINGS_DIR/" in
-        // | /tmp/* | /var/tmp/* | /home/* | /root/* | /run/user/*)
-            die "recordings-directory $RECORDINGS_DIR is hidden from the agent (its unit has PrivateTmp and" \
-                "ProtectHome) or is the root directory; point Jibri's recordings-directory elsewhere, e.g." \
-                "/srv/recordings, and rerun" ;;
-    esac
+    RESOLVED="$(resolved_recordings_dir "$RECORDINGS_DIR" "Jibri's recordings-directory")" || exit 1
+    # Checked once resolved: the resolved path is what goes into agent.ini (and through sed).
+    [[ "$RESOLVED" =~ ^[A-Za-z0-9._/@+,=:-]+$ ]] \
+        || die "recordings-directory $RECORDINGS_DIR (resolved: $RESOLVED) has characters this script does not" \
+            "write; set recordings_dir in $CONFIG_DIR/agent.ini yourself and rerun"
+    RECORDINGS_DIR="$RESOLVED"
 fi
 
 say "virtualenv in $PREFIX/venv with $BOTO3_SPEC"
@@ -106,8 +156,12 @@ else
     say "wrote $CONFIG_DIR/agent.ini from the example: set api_url there"
 fi
 if [[ "$RECORDINGS_DIR_NEEDED" == yes ]]; then
-    # In place of the example's commented line, else right under [agent].
-    if grep -q -E '^[#;][[:space:]]*recordings_dir[[:space:]]*[=:]' "$CONFIG_DIR/agent.ini"; then
+    # In place of an empty recordings_dir (a second one would keep the agent from starting), else of the example's
+    # commented line, else right under [agent].
+    if grep -q -E '^[[:space:]]*recordings_dir[[:space:]]*[=:]' "$CONFIG_DIR/agent.ini"; then
+        sed -i -E "0,/^[[:space:]]*recordings_dir[[:space:]]*[=:].*/s||recordings_dir = $RECORDINGS_DIR|" \
+            "$CONFIG_DIR/agent.ini"
+    elif grep -q -E '^[#;][[:space:]]*recordings_dir[[:space:]]*[=:]' "$CONFIG_DIR/agent.ini"; then
         sed -i -E "0,/^[#;][[:space:]]*recordings_dir[[:space:]]*[=:].*/s||recordings_dir = $RECORDINGS_DIR|" \
             "$CONFIG_DIR/agent.ini"
     else

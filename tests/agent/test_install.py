@@ -142,3 +142,89 @@ def test_an_existing_config_that_needs_nothing_is_left_as_it_is(install, body):
     result = install.run()  # no jibri.conf: it is not needed
     assert result.returncode == 0, result.stderr
     assert install.ini.read_text() == body
+
+
+@pytest.mark.parametrize("line", ["recordings_dir =", "recordings_dir=", "recordings_dir :  "])
+def test_an_existing_empty_recordings_dir_is_filled_in_not_added_twice(install, line):
+    install.config_dir.mkdir()
+    install.ini.write_text(f"[agent]\napi_url = https://x.example/api\n{line}\npart_size = 16MiB\n")
+    install.jibri_conf.write_text(JIBRI_CONF)
+    result = install.run()
+    assert result.returncode == 0, result.stderr
+    config = load_config(str(install.ini), environ={})  # no DuplicateOptionError
+    assert (config.recordings_dir, config.part_size) == ("/srv/recordings", 16 << 20)
+    assert install.ini.read_text().count("recordings_dir") == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'jibri.recording.recordings-directory = "/srv/rec" # was recordings-directory = "/var/old"',
+        'jibri.recording.recordings-directory = "/srv/rec" // was recordings-directory = "/var/old"',
+        "jibri.recording.recordings-directory = /srv/rec # was recordings-directory = /var/old",
+        "jibri.recording.recordings-directory = /srv/rec // was recordings-directory = /var/old",
+        'jibri { recording { recordings-directory: "/srv/rec" } } // recordings-directory: "/var/old"',
+    ],
+)
+def test_a_comment_after_the_value_is_not_read_as_the_value(install, line):
+    install.jibri_conf.write_text(JIBRI_CONF + line + "\n")
+    result = install.run()
+    assert result.returncode == 0, result.stderr
+    assert load_config(str(install.ini), environ={}).recordings_dir == "/srv/rec"
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ('jibri.recording.recordings-directory = "/srv//rec" // note', None),  # read whole, then resolved
+        ('jibri.recording.recordings-directory = "/srv/rec#1" # note', "characters"),  # read whole, not written
+    ],
+)
+def test_a_quoted_value_may_hold_what_would_start_a_comment_elsewhere(install, line, said):
+    install.jibri_conf.write_text(JIBRI_CONF + line + "\n")
+    result = install.run()
+    if said is None:
+        assert result.returncode == 0, result.stderr
+        assert load_config(str(install.ini), environ={}).recordings_dir == "/srv/rec"
+    else:
+        assert result.returncode == 1 and said in result.stderr and "/srv/rec#1" in result.stderr
+
+
+@pytest.mark.parametrize("target", ["/srv/rec|x", "/srv/rec\napi_url = https://elsewhere.example/api"])
+def test_the_characters_are_checked_in_the_resolved_path(install, tmp_path, target):
+    """A link whose target holds what the script must not write into agent.ini (a sed delimiter, a new line)."""
+    link = tmp_path / "recordings-link"
+    link.symlink_to(target)
+    result = install.run(RECORDINGS_DIR=str(link))
+    assert result.returncode == 1
+    assert "characters" in result.stderr and "recordings" in result.stderr
+    assert not install.ini.exists() and not (install.prefix / "lib" / "agent").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("/tmp/recordings", "hidden from the agent"),
+        ("/home/jibri/recordings", "hidden from the agent"),
+        ("/var/tmp/r", "hidden from the agent"),
+        ("/", "root directory"),
+        ("recordings", "absolute path"),
+    ],
+)
+def test_an_existing_recordings_dir_is_checked_like_one_the_script_writes(install, value, said):
+    install.config_dir.mkdir()
+    body = f"[agent]\napi_url = https://x.example/api\nrecordings_dir = {value}\n"
+    install.ini.write_text(body)
+    result = install.run()
+    assert result.returncode == 1
+    assert said in result.stderr and str(install.ini) in result.stderr
+    assert install.ini.read_text() == body and not (install.prefix / "lib" / "agent").exists()
+
+
+def test_an_existing_recordings_dir_linked_into_a_hidden_place_is_refused(install, tmp_path):
+    link = tmp_path / "srv-link"
+    link.symlink_to("/tmp/recordings")
+    install.config_dir.mkdir()
+    install.ini.write_text(f"[agent]\napi_url = https://x.example/api\nrecordings_dir = {link}\n")
+    result = install.run()
+    assert result.returncode == 1 and "hidden from the agent" in result.stderr and "/tmp/recordings" in result.stderr
