@@ -194,6 +194,19 @@ sed -e "s|@PYTHON@|$PREFIX/venv/bin/python|" -e "s|@SPOOL_DIR@|${SPOOL_DIR//|/\\
 chmod 0755 "$FINALIZE_SCRIPT.new"
 mv "$FINALIZE_SCRIPT.new" "$FINALIZE_SCRIPT"
 say "finalize script in $FINALIZE_SCRIPT"
+
+# The operator's command for the spool (list, show, retry, set-aside; README), with the service's config.
+SPOOL_COMMAND="$PREFIX/bin/jibri-agent-spool"
+cat >"$SPOOL_COMMAND.new" <<EOF
+#!/bin/sh
+# Look at the agent's spool and act on it, as root: jibri-agent-spool list|show|retry|set-aside ... (--help)
+export PYTHONPATH="$PREFIX/lib"
+export PYTHONDONTWRITEBYTECODE=1
+exec "$PREFIX/venv/bin/python" -m agent spool --config "$CONFIG_DIR/agent.ini" "\$@"
+EOF
+chmod 0755 "$SPOOL_COMMAND.new"
+mv "$SPOOL_COMMAND.new" "$SPOOL_COMMAND"
+say "spool command in $SPOOL_COMMAND"
 if [[ -f "$JIBRI_CONF" ]] && ! grep -q "$FINALIZE_SCRIPT" "$JIBRI_CONF"; then
     say "note: $JIBRI_CONF does not run the finalize script; add inside jibri { recording { } }:"
     say "        finalize-script = \"$FINALIZE_SCRIPT\""
