@@ -7,8 +7,10 @@ runs faster than real time; a simulated Auto Scaling group boots instances with 
 lifecycle hooks and an optional warm pool; each instance runs the real agent beside a fake Jibri.
 Jicofo's part is played by the demo: each request of the scenario goes to `POST /v1/requests` with
 a Jitsi token, and the assigned Jibri is started and, when the meeting ends, stopped; its recording
-goes through the real finalize script and uploader to S3. The summary checks every recording in S3
-against what was recorded, and the exit status is 1 if any invariant of DESIGN.md broke.
+goes through the real finalize script and uploader to S3. A request booked ahead (a trace's
+announced_at_s, or --announce-spike) is first announced with `POST /v1/bookings` when it is announced.
+The summary checks every recording in S3 against what was recorded, and the exit status is 1 if any
+invariant of DESIGN.md broke or the API refused a booking.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from sim.demo_report import write_json, write_timeline
 from sim.demo_scenario import Scenario, TraceError, load_scenario, workday
@@ -36,6 +39,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, help="only the first N requests of the trace")
     parser.add_argument("--spike", type=int, default=10, help="requests in the built-in workday's spike (10)")
     parser.add_argument("--minutes", type=float, default=75.0, help="the built-in workday's length (75)")
+    parser.add_argument(
+        "--announce-spike",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="book the built-in workday's spike this many simulated minutes ahead of each of its requests "
+        "(POST /v1/bookings); 0, the default: not booked",
+    )
     parser.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second (60)")
     parser.add_argument(
         "--set",
@@ -52,6 +63,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.speed <= 240:
         parser.error("--speed must be from 1 to 240")
+    if not 0 <= args.announce_spike <= 24 * 60:
+        parser.error("--announce-spike must be from 0 to 1440 minutes")
+    if args.announce_spike and args.trace:
+        parser.error("--announce-spike is for the built-in workday; a trace announces requests in announced_at_s")
     if not 0 <= args.initial <= args.max_size <= 200:
         parser.error("--initial and --max-size must satisfy 0 <= initial <= max-size <= 200")
     for item in args.set:
@@ -64,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def scenario_of(args: argparse.Namespace) -> Scenario:
     if args.trace:
         return load_scenario(args.trace, args.time_scale, args.limit)
-    return workday(spike=args.spike, minutes=args.minutes)
+    return workday(spike=args.spike, minutes=args.minutes, announce_spike=args.announce_spike)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
     )
     print(f"Scenario: {scenario.name}; {scenario.peak()} recordings at the peak if all were served at once.")
+    announced = [r for r in scenario.requests if r.announced_at is not None]
+    if announced:
+        before = sum(1 for r in announced if r.announced_at is not None and r.announced_at <= 0)
+        print(
+            f"{len(announced)} requests are booked ahead: POST /v1/bookings when each is announced"
+            f" ({before} at the start, booked before the run)."
+        )
     print(
         f"Time runs {args.speed:g}x faster than real time (one simulated minute every {60 / args.speed:.1f} s): "
         "launches, hooks, the evaluator's schedule and recordings all follow it."
@@ -110,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     write_timeline(report, out / "timeline.png")
     print_summary(report)
     print(f"\nReport: {out / 'report.json'}\nTimeline: {out / 'timeline.png'}")
-    return 1 if report["invariants_broken"] else 0
+    return exit_status(report)
+
+
+def exit_status(report: dict[str, Any]) -> int:
+    """1 when an invariant broke or the API refused a booking (both are in the report), else 0."""
+    return 1 if report["invariants_broken"] or report["summary"].get("bookings_failed") else 0
 
 
 def print_summary(report: dict[str, object]) -> None:
@@ -136,6 +163,12 @@ def print_summary(report: dict[str, object]) -> None:
         f"  instance-hours          {s['instance_hours']:.2f} (+ {s['warm_pool_hours']:.2f} stopped in the warm pool)"
         f", ${s['cost_usd']:.2f}; peak desired capacity {s['peak_desired']}"
     )
+    if s.get("bookings_made") or s.get("bookings_failed"):
+        print(
+            f"  bookings                {s['bookings_made']} made, {s['bookings_failed']} refused; booked requests "
+            f"served at once {s['booked_served_at_once']} of {s['booked_requests']}; "
+            f"{s['decisions_counting_bookings']} decisions counted bookings (up to {s['booked_max_counted']})"
+        )
     print(f"  lifecycle actions       {report['lifecycle_actions']} delivered; {report['evaluations']} evaluations")
     errors = report.get("errors") or []
     assert isinstance(errors, list)

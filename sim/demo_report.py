@@ -29,6 +29,9 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     failed = [r for r in requests if r.get("failure")]
     recordings = report["recordings"]
     verified = [r for r in recordings if r.get("verified")]
+    bookings = report.get("bookings", [])
+    booked = [r for r in requests if r.get("booking_id")]
+    counting = [d["booked"] for d in report.get("decisions", []) if d.get("booked")]
     return {
         "requests": len(requests),
         "served_at_once": len(at_once),
@@ -44,6 +47,14 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
         "warm_pool_hours": round(report["billing"]["warm_pool_hours"], 2),
         "cost_usd": round(report["billing"]["cost_usd"], 2),
         "peak_desired": max((s["desired"] for s in report["timeline"]), default=0),
+        # Bookings (requests announced ahead): made through the API, refused, and how the booked requests fared.
+        "bookings_made": sum(1 for b in bookings if b.get("booking_id")),
+        "bookings_failed": sum(1 for b in bookings if b.get("failure")),
+        "booked_requests": len(booked),
+        "booked_served_at_once": sum(1 for r in booked if r.get("answer") == 201),
+        "booked_served_after_wait": sum(1 for r in booked if r.get("assigned_at") is not None and r["answer"] != 201),
+        "decisions_counting_bookings": len(counting),
+        "booked_max_counted": max(counting, default=0),
     }
 
 
@@ -110,11 +121,19 @@ def write_timeline(report: dict[str, Any], path: Path) -> None:
     axis.step(minutes, [s["queued"] for s in timeline], where="post", label="queued", lw=1.5, color="red")
     if any(s.get("warm") for s in timeline):
         axis.step(minutes, [s["warm"] for s in timeline], where="post", label="warm pool", lw=1, ls=":")
+    if any(s.get("booked") for s in timeline):
+        booked = [s.get("booked", 0) for s in timeline]
+        axis.step(minutes, booked, where="post", label="booked ahead (as the evaluator counts)", lw=1, color="purple")
     summary = report["summary"]
     axis.set_title(
         f"{report['scenario']}: {summary['served_at_once']}/{summary['requests']} served at once, "
         f"p95 wait {summary['wait_p95_s']:.0f} s, {summary['recordings_verified']}/{summary['recordings_made']}"
-        " recordings verified in S3",
+        " recordings verified in S3"
+        + (
+            f"; {summary['booked_served_at_once']}/{summary['booked_requests']} booked served at once"
+            if summary.get("booked_requests")
+            else ""
+        ),
         fontsize=9,
     )
     axis.set_xlabel("simulated minutes")

@@ -31,26 +31,37 @@ class Scenario:
         return best
 
 
-def workday(seed: int = 7, spike: int = 10, minutes: float = 75.0) -> Scenario:
+def workday(seed: int = 7, spike: int = 10, minutes: float = 75.0, announce_spike: float = 0.0) -> Scenario:
     """A short workday: a morning ramp, a plateau, `spike` requests within three minutes at mid-day (an
-    all-hands that everyone records), then a quiet end. Recordings last 8 to 25 minutes."""
+    all-hands that everyone records), then a quiet end. Recordings last 8 to 25 minutes. With
+    `announce_spike` > 0 each of the spike's requests is booked that many minutes ahead of it (before
+    the run when that is earlier than its start); the requests are the same either way."""
     rng = random.Random(seed)
     end = minutes * 60.0
     rate_per_s = [(0.0, 0.10), (0.2 * end, 0.40), (0.75 * end, 0.20)]  # (from, arrivals per minute)
-    times: list[float] = []
+    times: list[tuple[float, bool]] = []  # (when, one of the spike's)
     t = 0.0
     while True:
         rate = next(r for start, r in reversed(rate_per_s) if t >= start) / 60.0
         t += rng.expovariate(rate)
         if t >= end:
             break
-        times.append(t)
+        times.append((t, False))
     spike_at = 0.5 * end
-    times += [spike_at + rng.uniform(0.0, 180.0) for _ in range(spike)]
-    requests = [TraceRequest(0, round(at, 1), round(rng.uniform(8 * 60, 25 * 60), 1)) for at in sorted(times)]
+    times += [(spike_at + rng.uniform(0.0, 180.0), True) for _ in range(spike)]
+    ahead = announce_spike * 60.0
+    requests = [
+        TraceRequest(
+            i,
+            round(at, 1),
+            round(rng.uniform(8 * 60, 25 * 60), 1),
+            round(at - ahead, 1) if in_spike and ahead > 0 else None,
+        )
+        for i, (at, in_spike) in enumerate(sorted(times))
+    ]
+    booked = f", booked {announce_spike:g} min ahead" if ahead > 0 else ""
     return Scenario(
-        f"workday ({len(requests)} requests over {minutes:g} min, a spike of {spike})",
-        tuple(TraceRequest(i, r.request_at, r.duration) for i, r in enumerate(requests)),
+        f"workday ({len(requests)} requests over {minutes:g} min, a spike of {spike}{booked})", tuple(requests)
     )
 
 

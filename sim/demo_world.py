@@ -5,7 +5,11 @@ Threads, all stopped when `Demo.run` returns or raises:
 - `machines` boots an instance's agent and fake Jibri when the group boots it, and stops them when the
   group parks or terminates it;
 - `eventbridge` delivers each lifecycle action, as EventBridge's JSON, to the app's `on_lifecycle_action`;
-- `schedule` invokes `evaluate_pool` with the scheduled event every simulated minute;
+- `schedule` invokes `evaluate_pool` with the scheduled event every simulated minute, the first time once
+  the bookings made before the run are in;
+- a request booked ahead (the scenario's announced_at_s) is first announced with `POST /v1/bookings` and
+  the same Jitsi token, at its announcement (at the start when that is not after second 0), for one
+  recorder in its room from the control plane's clock time of its request;
 - one Jicofo thread per request: `POST /v1/requests` with a Jitsi token, waits in the queue if told
   to, starts the assigned Jibri (`startService`), and stops it (`stopService`) when the meeting ends;
   the fake Jibri then writes a recording and runs the real finalize script, and the real agent uploads it.
@@ -18,6 +22,7 @@ import json
 import logging
 import queue
 import random
+import re
 import sys
 import threading
 import time
@@ -25,8 +30,10 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TextIO
 
 from chalice.local import LambdaContext
@@ -34,6 +41,7 @@ from chalice.local import LambdaContext
 from agent import log as agent_log
 from agent.spool import Spool, SpoolError
 from chalicelib import observability
+from chalicelib.clock import iso
 from sim import tokens
 from sim.clock import ScaledClock
 from sim.demo_group import GroupApi, LiveGroup, Notice
@@ -84,6 +92,9 @@ class DemoConfig:
     wall_limit_s: float = 600.0
     verbose: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
+    # The group, and the pool, table, bucket and topics named after it. moto's state lives as long as the
+    # process, so a second run in one process needs a name of its own (else it sees the first one's pool).
+    group_name: str = "jibri-demo"
 
 
 @dataclass
@@ -100,6 +111,24 @@ class RequestRecord:
     released_at: float | None = None
     session_id: str | None = None
     failure: str | None = None
+    done: bool = False
+    announced_at: float | None = None  # when it is booked ahead (simulated seconds, <= 0: before the run); None: not
+    booking_id: str | None = None  # the booking the API made for it
+
+
+@dataclass
+class BookingMade:
+    """One `POST /v1/bookings`: one recorder for a request announced ahead, from the request's time."""
+
+    index: int  # the request it announces
+    room: str
+    announced_at: float  # simulated seconds from the scenario's start; made at the start when <= 0
+    start_at: float  # simulated seconds: the request's request_at
+    booking_id: str | None = None
+    sent_at: float | None = None  # when the demo sent it (simulated seconds)
+    made_at: float | None = None  # when the API answered; later than sent_at by the API's latency
+    failure: str | None = None
+    listed: bool = False  # seen in GET /v1/bookings while it was upcoming
     done: bool = False
 
 
@@ -118,7 +147,7 @@ class Demo:
     def __init__(self, config: DemoConfig) -> None:
         self.config = config
         self.clock = ScaledClock(config.speed)
-        self.group_name = "jibri-demo"
+        self.group_name = config.group_name
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._machines: queue.Queue[Notice | None] = queue.Queue()
@@ -130,8 +159,17 @@ class Demo:
         self.group: LiveGroup | None = None
         self.start_epoch = 0.0  # the clock's time at the scenario's second 0
         self.requests = [
-            RequestRecord(r.index, r.request_at, r.duration, f"room-{r.index:03d}") for r in config.scenario.requests
+            RequestRecord(r.index, r.request_at, r.duration, f"room-{r.index:03d}", announced_at=r.announced_at)
+            for r in config.scenario.requests
         ]
+        self._by_index = {r.index: r for r in self.requests}
+        self.bookings = [
+            BookingMade(r.index, r.room, r.announced_at, r.request_at)
+            for r in sorted(self.requests, key=lambda r: (r.announced_at or 0.0, r.index))
+            if r.announced_at is not None
+        ]
+        self._before_run: list[Future[None]] = []  # the bookings made before the first evaluation
+        self.decisions: dict[tuple[str, str], dict[str, Any]] = {}  # (at, trigger) -> as GET /v1/pool shows it
         self.recordings: dict[str, RecordingMade] = {}
         self.terminations: list[dict[str, Any]] = []
         self.refused_starts: list[dict[str, Any]] = []
@@ -189,10 +227,13 @@ class Demo:
         )
         for name, target in (("machines", self._run_machines), ("eventbridge", self._run_eventbridge)):
             self._spawn(name, target)
-        self._jicofo = ThreadPoolExecutor(max_workers=max(4, len(self.requests)), thread_name_prefix="jicofo")
+        # One worker per request (each holds one for its recording) and a few for bookings, which are short.
+        self._jicofo = ThreadPoolExecutor(max_workers=max(4, len(self.requests) + 4), thread_name_prefix="jicofo")
         self.group.start(config.initial)
         self._wait_for_idle(config.initial)
         self.start_epoch = self.clock.now()
+        # Booked before the run: made at once, and the first evaluation waits for them.
+        self._before_run = [self._jicofo.submit(self._book, b) for b in self.bookings if b.announced_at <= 0]
         self._spawn("schedule", self._run_schedule)
 
     def _wait_for_idle(self, count: int) -> None:
@@ -207,6 +248,7 @@ class Demo:
         config = self.config
         assert self.group is not None and self._jicofo is not None
         due = sorted(self.requests, key=lambda r: r.request_at)
+        announcements = [b for b in self.bookings if b.announced_at > 0]  # sorted by announcement
         next_sample = 0.0
         end_at = config.scenario.span + config.tail_s
         deadline = time.monotonic() + config.wall_limit_s
@@ -214,6 +256,8 @@ class Demo:
         while True:
             now = self.sim_now()
             self.group.advance()
+            while announcements and announcements[0].announced_at <= now:
+                self._jicofo.submit(self._book, announcements.pop(0))
             while due and due[0].request_at <= now:
                 record = due.pop(0)
                 self._jicofo.submit(self._serve, record)
@@ -224,7 +268,7 @@ class Demo:
                 self.timeline.append(sample)
                 self._print(self._row(sample))
                 next_sample += config.sample_every_s
-            finished = not due and all(r.done for r in self.requests)
+            finished = not due and all(r.done for r in self.requests) and all(b.done for b in self.bookings)
             if finished and now >= end_at and self._uploads_in_flight() == 0:
                 return
             if time.monotonic() > deadline:
@@ -325,6 +369,7 @@ class Demo:
 
     def _run_schedule(self) -> None:
         assert self.stack is not None
+        wait_for(self._before_run, timeout=60)
         next_at = 0.0
         while not self._stop.is_set():
             if self.sim_now() >= next_at:
@@ -337,6 +382,33 @@ class Demo:
             self._stop.wait(0.05)
 
     # -- Jicofo ----------------------------------------------------------------------------------
+
+    def _book(self, booking: BookingMade) -> None:
+        """Announce one booked request: one recorder of its kind, in its room, from its request's time."""
+        body = {
+            "start_at": iso(self.start_epoch + booking.start_at),
+            "count": 1,
+            "kind": "recording",
+            "room": booking.room,
+        }
+        try:
+            booking.sent_at = round(self.sim_now(), 1)
+            status, reply = self._api("POST", "/v1/bookings", body)
+            booking.made_at = round(self.sim_now(), 1)
+            if status == 201 and isinstance(reply, dict) and reply.get("booking_id"):
+                booking.booking_id = str(reply["booking_id"])
+                self._by_index[booking.index].booking_id = booking.booking_id
+            else:
+                booking.failure = f"POST /v1/bookings answered {status}: {_problem(reply)}"
+        except Exception as error:
+            booking.failure = f"{type(error).__name__}: {error}"
+        finally:
+            if booking.failure is not None:
+                self.errors.append(
+                    f"booking for request {booking.index} ({booking.room}, starting at {booking.start_at:.0f} s,"
+                    f" announced at {booking.announced_at:.0f} s) failed: {booking.failure}"
+                )
+            booking.done = True
 
     def _serve(self, record: RequestRecord) -> None:
         try:
@@ -435,8 +507,51 @@ class Demo:
     # -- watching --------------------------------------------------------------------------------
 
     def _pool_counts(self) -> dict[str, int]:
+        """The pool's counts; the evaluator's latest decisions in the same view are kept for the report."""
         assert self.stack is not None
-        return dict(self.stack.pool(limit="1")["counts"])
+        view = self.stack.pool(limit="1")
+        self._note_decisions(view.get("decisions") or [])
+        return dict(view["counts"])
+
+    def _note_decisions(self, decisions: list[dict[str, Any]]) -> None:
+        if not self.start_epoch:
+            return  # before the scenario's second 0; still among the latest at the next look
+        for d in decisions:
+            key = (str(d["at"]), str(d["trigger"]))
+            if key in self.decisions:
+                continue
+            reason = str(d.get("reason", ""))
+            booked = _BOOKED.search(reason)
+            self.decisions[key] = {
+                "t": round(_epoch(key[0]) - self.start_epoch, 1),
+                "trigger": d["trigger"],
+                "desired": d.get("desired"),
+                "previous_desired": d.get("previous_desired"),
+                "buffer_target": d.get("buffer_target"),
+                "booked": int(booked.group(1)) if booked else 0,
+                "idle": d.get("idle"),
+                "busy": d.get("busy"),
+                "queued": d.get("queued"),
+                "reason": reason,
+            }
+
+    def _latest_booked(self) -> int:
+        """The booked count in the evaluator's latest decision seen."""
+        latest = max(self.decisions.values(), key=lambda d: float(d["t"]), default=None)
+        return 0 if latest is None else int(latest["booked"])
+
+    def _note_listed_bookings(self) -> None:
+        """Mark the bookings `GET /v1/bookings` lists as upcoming."""
+        status, reply = self._api("GET", "/v1/bookings")
+        if status != 200:
+            message = f"GET /v1/bookings answered {status}: {_problem(reply)}"
+            if message not in self.errors:
+                self.errors.append(message)
+            return
+        listed = {str(b.get("booking_id")) for b in reply.get("bookings", [])}
+        for booking in self.bookings:
+            if booking.booking_id is not None and booking.booking_id in listed:
+                booking.listed = True
 
     def _uploads_in_flight(self) -> int:
         assert self.stack is not None
@@ -456,6 +571,8 @@ class Demo:
         group = self.group.counts()
         recording = sum(1 for r in self.requests if r.started_at is not None and r.released_at is None)
         queued = sum(1 for r in self.requests if r.answer is not None and r.assigned_at is None and not r.done)
+        if self.bookings:
+            self._note_listed_bookings()
         return {
             "t": round(now, 1),
             "desired": group["desired"],
@@ -470,12 +587,13 @@ class Demo:
             "recording": recording,
             "demand": recording + queued,
             "uploads": self._uploads_in_flight(),
+            "booked": self._latest_booked(),
         }
 
     def _header(self) -> str:
         return (
             f"{'time':>6} {'desired':>7} {'pending':>7} {'idle':>4} {'busy':>4} {'reserved':>8} "
-            f"{'draining':>8} {'queued':>6} {'uploads':>7} {'warm':>4}"
+            f"{'draining':>8} {'queued':>6} {'uploads':>7} {'warm':>4}" + (f" {'booked':>6}" if self.bookings else "")
         )
 
     def _row(self, s: dict[str, Any]) -> str:
@@ -483,6 +601,7 @@ class Demo:
         return (
             f"{minutes // 60:>3d}:{minutes % 60:02d} {s['desired']:>7} {s['pending']:>7} {s['idle']:>4} "
             f"{s['busy']:>4} {s['reserved']:>8} {s['draining']:>8} {s['queued']:>6} {s['uploads']:>7} {s['warm']:>4}"
+            + (f" {s['booked']:>6}" if self.bookings else "")
         )
 
     def _print(self, line: str) -> None:
@@ -493,12 +612,19 @@ class Demo:
     def _report(self) -> dict[str, Any]:
         assert self.group is not None
         self._verify_recordings()
+        try:
+            self._pool_counts()  # the decisions since the last sample
+        except Exception as error:
+            self.errors.append(f"GET /v1/pool at the end: {error}")
         report: dict[str, Any] = {
             "scenario": self.config.scenario.name,
             "speed": self.config.speed,
             "settings": {**DEMO_SETTINGS, **self.config.settings},
             "simulated_seconds": round(self.sim_now(), 1),
+            "start_epoch": round(self.start_epoch, 3),  # the control plane's clock at the scenario's second 0
             "requests": [vars(r) for r in self.requests],
+            "bookings": [vars(b) for b in self.bookings],
+            "decisions": sorted(self.decisions.values(), key=lambda d: (d["t"], d["trigger"])),
             "recordings": [vars(r) for r in self.recordings.values()],
             "terminations": self.terminations,
             "refused_starts": self.refused_starts,
@@ -539,6 +665,25 @@ class Demo:
                     problems.append(f"{name}: S3 object checksum differs")
             made.verified = not problems
             made.problem = "; ".join(problems) or None
+
+
+_BOOKED = re.compile(r"\bbooked (\d+)\b")
+
+
+def _epoch(at: str) -> float:
+    """An ISO-8601 time of the API (e.g. 2026-01-05T09:00:00.000Z) as seconds since the epoch."""
+    return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+
+
+def _problem(reply: Any) -> str:
+    """What an API error body says: the control plane's {"error": {"code", "message"}}, else as it came."""
+    if isinstance(reply, dict):
+        error = reply.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return f"{error.get('code', 'error')}: {error['message']}"
+        if reply.get("message"):
+            return str(reply["message"])
+    return json.dumps(reply)[:200]
 
 
 def recording_name(room: str, at: float) -> str:
