@@ -92,7 +92,7 @@ def resolve_recordings_dir(configured: str, trusted: Collection[int]) -> Recordi
                 raise RecordingsDirUnusable(
                     f"recordings_dir {configured} cannot be resolved: {os.path.join(here, name)}: {exc.strerror or exc}"
                 ) from None
-            problem = _changeable_by_others(here, info, name, child, trusted)
+            problem = changeable_by_others(here, info, name, child, trusted)
             if problem is not None:
                 raise RecordingsDirUnusable(
                     f"recordings_dir {configured} could be replaced by someone other than root: {problem}; "
@@ -145,16 +145,17 @@ def _path_of(stack: list[tuple[int, os.stat_result, str]]) -> str:
     return "/" + "/".join(name for _, _, name in stack[1:])
 
 
-def _changeable_by_others(
-    here: str, info: os.stat_result, name: str, child: os.stat_result, trusted: Collection[int]
+def changeable_by_others(
+    here: str, info: os.stat_result, name: str, child: os.stat_result | None, trusted: Collection[int]
 ) -> str | None:
-    """Why someone untrusted could replace `name` (its lstat: child) in the directory `here` (its fstat: info)."""
+    """Why someone untrusted could replace `name` (its lstat: child; None if it does not exist yet) in the
+    directory `here` (its fstat: info); None when only trusted owners can."""
     if info.st_uid not in trusted:
         return f"{here} is owned by uid {info.st_uid}, not by root"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         if not info.st_mode & stat.S_ISVTX:
             return f"{here} is writable by its group or by others"
-        if child.st_uid not in trusted:
+        if child is not None and child.st_uid not in trusted:
             # Sticky: others may add names but rename or remove only their own, and this one is someone else's.
             return f"{here} is writable by others (sticky) and {name} in it is owned by uid {child.st_uid}"
     return None

@@ -43,7 +43,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TextIO
 
-from agent.boundary import RecordingsDirUnusable, RecordingsRoot, default_trusted_owners, resolve_recordings_dir
+from agent.boundary import (
+    RecordingsDirUnusable,
+    RecordingsRoot,
+    changeable_by_others,
+    default_trusted_owners,
+    resolve_recordings_dir,
+)
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.log import UTC
 from agent.spool import (
@@ -646,7 +652,7 @@ class _SetAsideDir:
                         f"{held} does not exist: give the set-aside directory an existing parent"
                     ) from None
                 child = None
-            problem = _changeable_by_others(holder, info, held, child, trusted)
+            problem = changeable_by_others(holder, info, held, child, trusted)
             if problem is not None:
                 raise CommandError(f"the set-aside directory {self.path} is not root's alone: {problem}")
         try:
@@ -723,20 +729,6 @@ def _oldest_first(look: _Look) -> tuple[datetime, str]:
 
 def _within(path: str, other: str) -> bool:
     return path == other or path.startswith(other.rstrip("/") + "/")
-
-
-def _changeable_by_others(
-    here: str, info: os.stat_result, name: str, child: os.stat_result | None, trusted: Collection[int]
-) -> str | None:
-    """As agent.boundary's rule: who other than root could replace `name` in the directory `here`."""
-    if info.st_uid not in trusted:
-        return f"{here} is owned by uid {info.st_uid}, not by root"
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        if not info.st_mode & stat.S_ISVTX:
-            return f"{here} is writable by its group or by others"
-        if child is not None and child.st_uid not in trusted:
-            return f"{here} is writable by others (sticky) and {name} in it is owned by uid {child.st_uid}"
-    return None
 
 
 # -- small pieces ------------------------------------------------------------------------------------------------
