@@ -153,14 +153,11 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
     if demand.history_rate_per_second is not None and demand.history_rate_per_second > rate:
         rate = demand.history_rate_per_second
         why.append("history of this time slot")
-    warm_pool_size = _warm_pool_size(max(rate, demand.peak_rate_per_second), demand, settings)
     # Launches come from the warm pool only while it lasts: a pool smaller than what the
     # buffer must absorb leaves the rest to cold launches.
     reaction = reaction_seconds(settings)
     warm_need = poisson_quantile(rate * (demand.warm_lead_seconds + reaction), settings.service_level)
-    if settings.warm_pool == "auto":
-        # A pool too small to make launches warm would be paid for and never counted on.
-        warm_pool_size = max(warm_pool_size, warm_need)
+    warm_pool_size = _warm_pool_size(max(rate, demand.peak_rate_per_second), demand, settings, warm_need)
     warm_enough = snapshot.warm > 0 and snapshot.warm >= warm_need
     launch = demand.warm_lead_seconds if warm_enough else demand.cold_lead_seconds
     lead = launch + reaction
@@ -168,7 +165,7 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
     floor = max(settings.min_idle, min_idle_at(settings.schedule, snapshot.now))
     forecast = poisson_quantile(expected, settings.service_level)
     wanted = forecast
-    while forecast > floor and rate * 3600 * poisson_pmf(expected, forecast - 1) < settings.min_spared_per_hour:
+    while forecast > floor and _spared_per_hour(rate, expected, forecast) < settings.min_spared_per_hour:
         forecast -= 1
     buffer = max(floor, forecast) + demand.booked + snapshot.queued
     why.insert(
@@ -177,7 +174,7 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
         f" + booked {demand.booked} + queued {snapshot.queued}",
     )
     if forecast < wanted:
-        spared = rate * 3600 * poisson_pmf(expected, forecast)
+        spared = _spared_per_hour(rate, expected, forecast + 1)
         why.insert(
             1,
             f"idle recorder {forecast + 1} not kept: it would serve {spared:.2f} waiting requests an hour"
@@ -228,7 +225,13 @@ def decide(snapshot: PoolSnapshot, demand: DemandStats, settings: PolicySettings
     )
 
 
-def _warm_pool_size(rate: float, demand: DemandStats, settings: PolicySettings) -> int:
+def _spared_per_hour(rate: float, expected: float, k: int) -> float:
+    """Requests an hour the k-th idle recorder serves that would otherwise wait: those arriving while k - 1
+    others are taken within one lead time (`expected` arrivals in it)."""
+    return rate * 3600 * poisson_pmf(expected, k - 1)
+
+
+def _warm_pool_size(rate: float, demand: DemandStats, settings: PolicySettings, warm_need: int) -> int:
     if settings.warm_pool == "off":
         return 0
     if settings.warm_pool != "auto":
@@ -236,4 +239,7 @@ def _warm_pool_size(rate: float, demand: DemandStats, settings: PolicySettings) 
     # Enough stopped instances to cover what arrives while the pool refills (a cold launch), at
     # `warm_pool_service_level`, plus booked starts. Sized from the recent peak, so the pool is
     # not refilled after every lull: each refill is a paid cold launch.
-    return max(1, poisson_quantile(rate * demand.cold_lead_seconds, settings.warm_pool_service_level)) + demand.booked
+    # Never fewer than the buffer needs parked to count on warm launches: a smaller pool would be paid for and
+    # never counted on.
+    covered = max(1, poisson_quantile(rate * demand.cold_lead_seconds, settings.warm_pool_service_level))
+    return max(covered + demand.booked, warm_need)
