@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import math
 import statistics
 import sys
 import threading
@@ -39,6 +38,7 @@ from chalicelib import observability
 from sim import tokens
 from sim.client import signed_call
 from sim.stack import LocalStack
+from sim.whatif.metrics import percentile
 
 SECRET = "a-benchmark-secret-of-at-least-32-bytes!"
 TENANT = "acme"
@@ -246,11 +246,6 @@ def quiet() -> Iterator[None]:
 # -- the report ------------------------------------------------------------------------------------
 
 
-def nearest_rank(values: Sequence[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
-
-
 def path_report(run: Run, phase: str, answered: int, keyed: bool) -> dict[str, Any]:
     sent = [r for r in run.replies if r.phase == phase and r.keyed == keyed]
     ok = [r for r in sent if r.status == answered]
@@ -266,8 +261,8 @@ def path_report(run: Run, phase: str, answered: int, keyed: bool) -> dict[str, A
         "other_2xx": sum(1 for r in sent if 200 <= r.status < 300 and r.status != answered),
         "errors": errors,
         "error_rate": round(errors / len(sent), 4) if sent else 0.0,
-        "p50_ms": round(nearest_rank(ms, 50), 1) if ms else None,
-        "p99_ms": round(nearest_rank(ms, 99), 1) if ms else None,
+        "p50_ms": round(percentile(ms, 50), 1) if ms else None,
+        "p99_ms": round(percentile(ms, 99), 1) if ms else None,
         "max_ms": round(max(ms), 1) if ms else None,
         "dynamodb_calls": {
             "min": min(counts),

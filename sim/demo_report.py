@@ -11,14 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile; 0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[rank - 1]
+from sim.whatif.metrics import percentile
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
