@@ -115,19 +115,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def main(
-    argv: Sequence[str] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    geteuid: Callable[[], int] = os.geteuid,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    out: TextIO | None = None,
-    err: TextIO | None = None,
-) -> int:
+def main(argv: Sequence[str] | None = None, **deps: Any) -> int:
+    """Parse `argv` as the `spool` subcommand's and run it; `deps` as for `run`."""
     parser = argparse.ArgumentParser(prog="jibri-agent spool", description="Look at and act on the agent's spool.")
     configure(parser)
-    args = parser.parse_args(argv)
-    return run(args, environ=environ, geteuid=geteuid, now=now, out=out, err=err)
+    return run(parser.parse_args(argv), **deps)
 
 
 def run(
@@ -430,7 +422,7 @@ class _Command:
         look = self._known(session_id)
         entry = look.entry
         aside = _SetAsideDir(set_aside_dir or os.path.join(os.path.dirname(self.config.spool_dir), SET_ASIDE_NAME))
-        aside.check(self.config, self._trusted())
+        aside.check(self.config, default_trusted_owners())
         spool_fd = _open_dir(self.config.spool_dir, "spool_dir")
         root: RecordingsRoot | None = None
         listing: _Listing | None = None
@@ -440,8 +432,7 @@ class _Command:
                 aside.require_device(os.fstat(spool_fd).st_dev, f"spool_dir {self.config.spool_dir}")
             elif not entry_only:
                 root, listing = self._movable(entry)
-                if listing.identity is not None:
-                    aside.require_device(root.dev, f"recordings_dir {root.path}")
+                aside.require_device(root.dev, f"recordings_dir {root.path}")
             name = f"{session_id}-{self._now().astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}"
             self._print_plan(look, listing, entry_only, aside, name, yes)
             if not yes:
@@ -459,15 +450,26 @@ class _Command:
 
     def _movable(self, entry: SpoolEntry) -> tuple[RecordingsRoot, _Listing]:
         """recordings_dir as resolved, and the session directory directly inside it, which must be a directory
-        (not a link) or absent; CommandError otherwise."""
+        (not a link); CommandError otherwise."""
         hint = "; nothing done (--entry-only sets aside only the spool entry and leaves the directory as it is)"
         try:
             root = self._recordings_root()
+        except RecordingsDirUnusable as exc:
+            # The uploader holds every session for the same reason; dropping entries now would lose recordings.
+            raise CommandError(f"{exc}; nothing done: make recordings_dir usable first") from None
+        try:
             self._check_place(entry, root)
-        except (RecordingsDirUnusable, CommandError) as exc:
+        except CommandError as exc:
             raise CommandError(f"{exc}{hint}") from None
         listing = self._listing(entry)  # opens recordings_dir: still the directory resolved, or a problem
-        if listing.identity is None and not listing.absent:
+        if listing.absent:
+            # Gone, or somewhere this command cannot see (a volume not mounted, a directory replaced since the
+            # agent started): only an operator who checked may let the entry, and the protection, go.
+            raise CommandError(
+                f"{entry.session_dir} is not in recordings_dir {root.path}; if the recording is really gone,"
+                " --entry-only sets aside the spool entry; nothing done"
+            )
+        if listing.identity is None:
             raise CommandError(f"{listing.problem}{hint}")
         return root, listing
 
@@ -493,8 +495,6 @@ class _Command:
         print(f"  create {destination}", file=self.out)
         if entry is not None and entry_only:
             print(f"  leave {entry.session_dir} as it is (--entry-only)", file=self.out)
-        elif listing is not None and listing.identity is None:
-            print(f"  nothing to move: {listing.problem}", file=self.out)
         elif listing is not None:
             size = sum(f["size"] for f in listing.files if f["kind"] == "file")
             print(
@@ -584,11 +584,6 @@ class _Command:
         if self._geteuid() != 0:
             raise CommandError(f"{what} changes the agent's spool and recordings: run it as root")
 
-    @staticmethod
-    def _trusted() -> frozenset[int]:
-        """Who may own the directories above recordings_dir and the set-aside directory: as for the uploader."""
-        return default_trusted_owners()
-
     def _known(self, session_id: str) -> _Look:
         if not valid_session_id(session_id):
             raise CommandError(f"{session_id!r} is not a session id (letters, digits, '.', '_' and '-')")
@@ -604,7 +599,7 @@ class _Command:
         """recordings_dir as the uploader resolves it (agent.boundary)."""
         if self.config.recordings_dir is None:
             raise CommandError("recordings_dir is not set in the agent's config")
-        return resolve_recordings_dir(self.config.recordings_dir, self._trusted())
+        return resolve_recordings_dir(self.config.recordings_dir, default_trusted_owners())
 
     @staticmethod
     def _check_place(entry: SpoolEntry, root: RecordingsRoot) -> None:
