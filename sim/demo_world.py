@@ -571,8 +571,8 @@ class Demo:
         group = self.group.counts()
         recording = sum(1 for r in self.requests if r.started_at is not None and r.released_at is None)
         queued = sum(1 for r in self.requests if r.answer is not None and r.assigned_at is None and not r.done)
-        if self.bookings:
-            self._note_listed_bookings()
+        if any(b.booking_id and not b.listed for b in self.bookings):
+            self._note_listed_bookings()  # only while a booking made is not yet seen listed
         return {
             "t": round(now, 1),
             "desired": group["desired"],
